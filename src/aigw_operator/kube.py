@@ -1,0 +1,116 @@
+"""A small async Kubernetes API client for what kopf does not do for us:
+reading Secrets, writing status only when it changed, and posting Events."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from aigw_operator import GROUP, VERSION
+from aigw_operator.redaction import redact
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The Kubernetes object a reconcile is about."""
+
+    kind: str
+    plural: str
+    namespace: str
+    name: str
+    uid: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{self.plural}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the API server (as kopf's login handlers find it)."""
+
+    server: str
+    token: str | None = None
+    scheme: str | None = "Bearer"
+    ca_path: str | None = None
+    ca_data: bytes | None = None
+    insecure: bool = False
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+
+
+class KubeClient:
+    def __init__(self, connection: Connection, *, component: str = "aigw-operator", timeout: float = 30.0) -> None:
+        headers = {"Accept": "application/json"}
+        if connection.token:
+            headers["Authorization"] = f"{connection.scheme or 'Bearer'} {connection.token}"
+        verify: ssl.SSLContext | bool = not connection.insecure
+        if not connection.insecure and (connection.ca_path or connection.ca_data):
+            verify = ssl.create_default_context(
+                cafile=connection.ca_path,
+                cadata=connection.ca_data.decode() if connection.ca_data else None,
+            )
+        if isinstance(verify, ssl.SSLContext) and connection.certificate_path:
+            verify.load_cert_chain(connection.certificate_path, connection.private_key_path)
+        self._http = httpx.AsyncClient(base_url=connection.server, headers=headers, verify=verify, timeout=timeout)
+        self.component = component
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        response = await self._http.get(path)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> bool:
+        """Merge-patch the status subresource; False when the object is gone."""
+        response = await self._http.patch(
+            f"{ref.path}/status",
+            json={"status": dict(status)},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        if response.status_code == 404:
+            return False
+        response.raise_for_status()
+        return True
+
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": ref.kind,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": redact(message)[:1024],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.component,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "action": reason,
+            "count": 1,
+        }
+        response = await self._http.post(f"/api/v1/namespaces/{ref.namespace}/events", json=event)
+        response.raise_for_status()

@@ -1,0 +1,430 @@
+"""The one reconcile loop every kind shares: observe the upstream object, compare it with
+the spec, act, and report. Kinds plug in through an :class:`Adapter`; this module knows
+Kubernetes conventions (conditions, Events, status) but not kopf, and no upstream API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import pydantic
+
+from aigw_operator import conditions as cond
+from aigw_operator.conditions import Condition
+from aigw_operator.credentials import Credentials, CredentialsMissing
+from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, KindInfo, SecretKeyRef
+from aigw_operator.kube import ObjectRef
+from aigw_operator.redaction import redact
+from aigw_operator.settings import Settings
+from aigw_operator.upstreams.http import (
+    AccessDenied,
+    Conflict,
+    InvalidSpec,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    UpstreamError,
+)
+
+logger = logging.getLogger("aigw_operator.reconcile")
+
+SpecT = TypeVar("SpecT", bound=pydantic.BaseModel)
+SpecT_contra = TypeVar("SpecT_contra", bound=pydantic.BaseModel, contravariant=True)
+ObservedT = TypeVar("ObservedT")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+    message: str = ""
+    # The upstream is still moving towards the spec: poll at the short interval.
+    progressing: bool = False
+
+
+class Adapter(Protocol[SpecT_contra, ObservedT]):
+    """What a kind contributes: its API, nothing about Kubernetes."""
+
+    info: KindInfo
+    upstream: str
+
+    async def get(self, api_key: str, upstream_id: str) -> ObservedT: ...
+    async def find(self, api_key: str, spec: SpecT_contra) -> ObservedT | None: ...
+    async def create(self, api_key: str, spec: SpecT_contra) -> ObservedT: ...
+    def diff(self, spec: SpecT_contra, observed: ObservedT) -> dict[str, Any] | None: ...
+    async def update(
+        self, api_key: str, observed: ObservedT, spec: SpecT_contra, changes: dict[str, Any]
+    ) -> ObservedT: ...
+    async def delete(self, api_key: str, upstream_id: str) -> None: ...
+    def upstream_id(self, observed: ObservedT) -> str: ...
+    def readiness(self, spec: SpecT_contra, observed: ObservedT) -> Readiness: ...
+    def status_fields(self, observed: ObservedT) -> dict[str, Any]: ...
+
+
+class KubeWriter(Protocol):
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> bool: ...
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The parts of a custom resource the loop reads."""
+
+    ref: ObjectRef
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    annotations: Mapping[str, str]
+
+    @classmethod
+    def from_body(cls, info: KindInfo, body: Mapping[str, Any]) -> Resource:
+        meta = body.get("metadata", {})
+        return cls(
+            ref=ObjectRef(
+                kind=info.kind,
+                plural=info.plural,
+                namespace=meta.get("namespace", ""),
+                name=meta.get("name", ""),
+                uid=meta.get("uid", ""),
+            ),
+            generation=int(meta.get("generation") or 0),
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+
+
+@dataclass
+class ObjectState:
+    """What the loop remembers about one object between reconciles (in memory only)."""
+
+    failures: int = 0
+    events: dict[tuple[str, str], float] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    # Seconds until the next reconcile; None: only when the resource changes.
+    requeue_after: float | None
+    # For deletion: the upstream side is finished, the finalizer may go.
+    done: bool = True
+
+
+class Reconciler(Generic[SpecT, ObservedT]):
+    def __init__(
+        self,
+        adapter: Adapter[SpecT, ObservedT],
+        kube: KubeWriter,
+        credentials: Credentials,
+        settings: Settings,
+    ) -> None:
+        self.adapter = adapter
+        self.kube = kube
+        self.credentials = credentials
+        self.settings = settings
+        self.info = adapter.info
+
+    # ---------------------------------------------------------------- reconcile
+
+    async def reconcile(self, resource: Resource, state: ObjectState) -> Outcome:
+        async with state.lock:
+            return await self._reconcile(resource, state)
+
+    async def _reconcile(self, resource: Resource, state: ObjectState) -> Outcome:
+        report = _Report(resource)
+        try:
+            spec = self._parse(resource)
+        except pydantic.ValidationError as exc:
+            report.fail("InvalidSpec", _validation_message(exc), set_ready=True)
+            await self._finish(resource, state, report, warning=True)
+            return Outcome(None)
+
+        synced = cond.find(resource.status.get("conditions"), cond.SYNCED)
+        if synced and synced.get("reason") == "InvalidSpec" and synced.get("observedGeneration") == resource.generation:
+            # The upstream refused this very spec: asking again would only be refused again.
+            return Outcome(None)
+
+        ref: SecretKeyRef | None = getattr(spec, "credentials_secret_ref", None)
+        observed: ObservedT | None = None
+        try:
+            api_key = await self.credentials.api_key(self.adapter.upstream, resource.ref.namespace, ref)
+            observed, gone = await self._observe(api_key, resource, spec, report)
+            if gone and spec.deletion_policy == "Orphan":  # type: ignore[attr-defined]
+                report.fail(
+                    "UpstreamDeleted",
+                    f"{self.info.kind} {resource.status.get('id')} was deleted outside Kubernetes; "
+                    "deletionPolicy is Orphan, so it is not recreated",
+                    set_ready=True,
+                    synced_status="True",
+                )
+                await self._finish(resource, state, report, warning=True)
+                return Outcome(self._resync_delay(resource))
+            if observed is None:
+                observed = await self.adapter.create(api_key, spec)
+                report.event("Normal", "Created", f"created {self._describe(observed)}")
+                if gone:
+                    report.event("Warning", "Recreated", "the upstream object was deleted outside Kubernetes")
+            else:
+                changes = self.adapter.diff(spec, observed)
+                if changes:
+                    before = resource.status.get("observedGeneration") == resource.generation and not gone
+                    observed = await self.adapter.update(api_key, observed, spec, changes)
+                    fields = ", ".join(sorted(changes))
+                    if before and not report.adopted:
+                        report.event("Normal", "DriftCorrected", f"upstream differed from the spec in: {fields}")
+                    else:
+                        report.event("Normal", "Updated", f"updated {fields}")
+        except CredentialsMissing as exc:
+            report.fail("CredentialsMissing", str(exc), set_ready=True)
+            await self._finish(resource, state, report, warning=True, observed=observed)
+            return Outcome(self.settings.credentials_retry_interval)
+        except UpstreamError as exc:
+            return await self._upstream_error(resource, state, report, exc, observed, ref)
+
+        state.failures = 0
+        readiness = self.adapter.readiness(spec, observed)
+        report.set(Condition(cond.READY, "True" if readiness.ready else "False", readiness.reason, readiness.message))
+        report.set(Condition(cond.SYNCED, "True", "ReconcileSuccess"))
+        await self._finish(resource, state, report, observed=observed)
+        if readiness.progressing:
+            return Outcome(self.settings.short_poll_interval)
+        return Outcome(self._resync_delay(resource))
+
+    async def _observe(
+        self, api_key: str, resource: Resource, spec: SpecT, report: _Report
+    ) -> tuple[ObservedT | None, bool]:
+        """The upstream object and whether a previously known one has disappeared."""
+        known_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
+        if known_id:
+            try:
+                return await self.adapter.get(api_key, str(known_id)), False
+            except NotFound:
+                if not resource.status.get("id"):
+                    raise InvalidSpec(
+                        upstream=self.adapter.upstream,
+                        status=404,
+                        message=f"annotation {EXTERNAL_ID_ANNOTATION}={known_id} names no upstream object",
+                        method="GET",
+                        route="",
+                    ) from None
+                gone = True
+        else:
+            gone = False
+        found = await self.adapter.find(api_key, spec)
+        if found is not None:
+            report.adopted = True
+            report.event("Normal", "Adopted", f"adopted existing {self._describe(found)}")
+        return found, gone
+
+    async def _upstream_error(
+        self,
+        resource: Resource,
+        state: ObjectState,
+        report: _Report,
+        exc: UpstreamError,
+        observed: ObservedT | None,
+        ref: SecretKeyRef | None,
+    ) -> Outcome:
+        message = redact(exc.message or str(exc))
+        ready_known = observed is not None or cond.find(resource.status.get("conditions"), cond.READY) is not None
+        if isinstance(exc, InvalidSpec | Conflict):
+            report.fail("InvalidSpec", message, set_ready=True)
+            await self._finish(resource, state, report, warning=True, observed=observed)
+            return Outcome(None)
+        if isinstance(exc, AccessDenied):
+            self.credentials.invalidate(resource.ref.namespace, ref)
+            report.fail("AccessDenied", message, set_ready=True)
+            await self._finish(resource, state, report, warning=True, observed=observed)
+            return Outcome(self.settings.access_denied_retry_interval)
+        if isinstance(exc, RateLimited):
+            report.fail("RateLimited", message, set_ready=not ready_known)
+            await self._finish(resource, state, report, warning=True, observed=observed)
+            return Outcome(max(exc.retry_after, 0.1))
+        # Unavailable, or a 404 on a call other than the initial observe (the object vanished
+        # mid-reconcile): both settle at the next attempt.
+        reason = "UpstreamUnavailable" if isinstance(exc, Unavailable) else "UpstreamChanged"
+        state.failures += 1
+        report.fail(reason, message, set_ready=not ready_known)
+        await self._finish(resource, state, report, warning=True, observed=observed)
+        return Outcome(self._backoff(state.failures))
+
+    # ---------------------------------------------------------------- deletion
+
+    async def finalize(self, resource: Resource, state: ObjectState) -> Outcome:
+        async with state.lock:
+            return await self._finalize(resource, state)
+
+    async def _finalize(self, resource: Resource, state: ObjectState) -> Outcome:
+        report = _Report(resource)
+        try:
+            spec = self._parse(resource)
+        except pydantic.ValidationError:
+            # Nothing valid was ever sent upstream from this spec; nothing to clean up by key.
+            spec = None
+        policy = resource.spec.get("deletionPolicy", "Delete")
+        if policy == "Orphan":
+            await self._post(resource, state, "Normal", "Orphaned", "left the upstream object in place")
+            return Outcome(None)
+        ref: SecretKeyRef | None = getattr(spec, "credentials_secret_ref", None)
+        try:
+            api_key = await self.credentials.api_key(self.adapter.upstream, resource.ref.namespace, ref)
+            upstream_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
+            if not upstream_id and spec is not None:
+                # A create may have succeeded without its id reaching the status.
+                found = await self.adapter.find(api_key, spec)
+                upstream_id = self.adapter.upstream_id(found) if found is not None else None
+            if upstream_id:
+                with contextlib.suppress(NotFound):
+                    await self.adapter.delete(api_key, str(upstream_id))
+                await self._post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
+            return Outcome(None)
+        except (CredentialsMissing, UpstreamError) as exc:
+            reason = "DeletionBlocked"
+            message = redact(str(exc) if isinstance(exc, CredentialsMissing) else exc.message)
+            if isinstance(exc, RateLimited):
+                delay = max(exc.retry_after, 0.1)
+            elif isinstance(exc, CredentialsMissing):
+                delay = self.settings.credentials_retry_interval
+            else:
+                state.failures += 1
+                delay = self._backoff(state.failures)
+            report.fail(reason, f"cannot delete the upstream object yet: {message}", set_ready=True)
+            await self._finish(resource, state, report, warning=True)
+            return Outcome(delay, done=False)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _parse(self, resource: Resource) -> SpecT:
+        model: type[SpecT] = self.info.spec_model  # type: ignore[assignment]
+        return model.model_validate(resource.spec)
+
+    def _describe(self, observed: ObservedT) -> str:
+        return f"{self.adapter.upstream} object {self.adapter.upstream_id(observed)}"
+
+    def _resync_delay(self, resource: Resource) -> float:
+        interval = self.settings.resync_interval
+        override = resource.annotations.get(RESYNC_ANNOTATION)
+        if override:
+            try:
+                interval = max(float(override), 1.0)
+            except ValueError:
+                logger.warning(
+                    "ignoring %s=%r on %s/%s: not a number of seconds",
+                    RESYNC_ANNOTATION,
+                    override,
+                    resource.ref.namespace,
+                    resource.ref.name,
+                )
+        return _jitter(interval, self.settings.resync_jitter)
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.settings.error_backoff_base * 2 ** (failures - 1), self.settings.error_backoff_cap)
+        return random.uniform(delay / 2, delay)
+
+    async def _finish(
+        self,
+        resource: Resource,
+        state: ObjectState,
+        report: _Report,
+        *,
+        warning: bool = False,
+        observed: ObservedT | None = None,
+    ) -> None:
+        status: dict[str, Any] = {}
+        if observed is not None:
+            status.update(self.adapter.status_fields(observed))
+        elif resource.status.get("id"):
+            status.update({k: v for k, v in resource.status.items() if k not in ("conditions", "observedGeneration")})
+        status["observedGeneration"] = resource.generation
+        status["conditions"] = cond.merge_conditions(
+            resource.status.get("conditions"), report.conditions, resource.generation
+        )
+        status = {k: v for k, v in status.items() if v is not None}
+        # Events first: whoever waits for the status to change then finds the Events too.
+        for type_, reason, message in report.events:
+            await self._post(resource, state, type_, reason, message)
+        if warning and report.failure:
+            reason, message = report.failure
+            await self._post(resource, state, "Warning", reason, message)
+        if _status_differs(resource.status, status):
+            # Keys we no longer report are removed by a merge-patch null.
+            patch: dict[str, Any] = {k: None for k in resource.status if k not in status}
+            patch.update(status)
+            await self.kube.patch_status(resource.ref, patch)
+
+    async def _post(self, resource: Resource, state: ObjectState, type_: str, reason: str, message: str) -> None:
+        key = (reason, message)
+        now = time.monotonic()
+        last = state.events.get(key)
+        if type_ == "Warning" and last is not None and now - last < self.settings.event_dedupe_seconds:
+            return
+        state.events[key] = now
+        level = logging.WARNING if type_ == "Warning" else logging.INFO
+        logger.log(
+            level,
+            "%s %s/%s: %s: %s",
+            self.info.kind,
+            resource.ref.namespace,
+            resource.ref.name,
+            reason,
+            message,
+            extra={"kind": self.info.kind, "namespace": resource.ref.namespace, "object_name": resource.ref.name},
+        )
+        try:
+            await self.kube.post_event(resource.ref, type_, reason, message)
+        except Exception as exc:  # an Event is best effort: never fail a reconcile for it
+            logger.warning(
+                "could not post Event %s for %s/%s: %s",
+                reason,
+                resource.ref.namespace,
+                resource.ref.name,
+                redact(str(exc)),
+            )
+
+
+class _Report:
+    """Conditions and Events a reconcile has decided on."""
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+        self.conditions: list[Condition] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.failure: tuple[str, str] | None = None
+        self.adopted = False
+
+    def set(self, condition: Condition) -> None:
+        self.conditions = [c for c in self.conditions if c.type != condition.type] + [condition]
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def fail(self, reason: str, message: str, *, set_ready: bool, synced_status: cond.Status = "False") -> None:
+        # Transient errors leave an existing Ready condition alone: the upstream object is
+        # probably still serving; only Synced says the last attempt failed.
+        self.failure = (reason, message)
+        if set_ready:
+            self.set(Condition(cond.READY, "False", reason, message))
+        self.set(Condition(cond.SYNCED, synced_status, reason, message))
+
+
+def _status_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return any(current.get(k) != v for k, v in wanted.items()) or any(k not in wanted for k in current)
+
+
+def _jitter(interval: float, fraction: float) -> float:
+    return interval * random.uniform(1 - fraction, 1 + fraction)
+
+
+def _validation_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        location = ".".join(str(p) for p in error["loc"])
+        parts.append(f"spec.{location}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,56 @@
+"""Operator configuration, read from the environment (``AIGW_*``, nested with ``__``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UpstreamSettings(BaseModel):
+    """How the operator talks to one upstream API."""
+
+    base_url: str
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Default API key, used by resources without spec.credentialsSecretRef.",
+    )
+    timeout: float = Field(default=10.0, gt=0, description="Seconds per HTTP attempt.")
+    max_retries: int = Field(default=3, ge=0)
+    backoff_base: float = Field(default=0.5, gt=0)
+    backoff_cap: float = Field(default=10.0, gt=0)
+    max_inline_retry_after: float = Field(
+        default=10.0,
+        ge=0,
+        description="429 waits up to this long are slept inline; longer ones requeue the resource.",
+    )
+    rate_limit_per_second: float | None = Field(
+        default=None, gt=0, description="Client-side limit per credential; None disables it."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIGW_", env_nested_delimiter="__", extra="ignore")
+
+    kube_api_url: str | None = Field(
+        default=None,
+        description="Talk to this Kubernetes API URL without credentials (the local emulator). "
+        "Unset: in-cluster service account or kubeconfig, as kopf finds them.",
+    )
+    namespaces: list[str] = Field(default_factory=list, description="Watched namespaces; empty = all.")
+    resync_interval: float = Field(default=300.0, gt=0, description="Seconds between drift checks.")
+    resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Fraction of random spread.")
+    short_poll_interval: float = Field(default=5.0, gt=0, description="Polling while upstream moves.")
+    credentials_retry_interval: float = Field(default=10.0, gt=0)
+    credentials_cache_ttl: float = Field(default=30.0, ge=0)
+    error_backoff_base: float = Field(default=2.0, gt=0)
+    error_backoff_cap: float = Field(default=300.0, gt=0)
+    access_denied_retry_interval: float = Field(default=120.0, gt=0)
+    event_dedupe_seconds: float = Field(default=600.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    baseten: UpstreamSettings = Field(
+        default_factory=lambda: UpstreamSettings(base_url="https://api.baseten.co", rate_limit_per_second=50)
+    )

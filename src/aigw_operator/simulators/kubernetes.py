@@ -1,0 +1,1301 @@
+"""A Kubernetes API emulator that the real kopf operator can run against on loopback.
+
+kmock's :class:`~kmock.KubernetesEmulator` only merges dicts. kopf relies on more of the
+API server's contract: ``resourceVersion`` bumped on every effective write (and used in
+``test`` ops of JSON patches), ``generation`` bumped on spec changes only, the ``/status``
+subresource, finalizers with ``deletionTimestamp``, watches resumable from a
+resourceVersion, and discovery that includes namespaces and CRDs. This module keeps its own
+store with those semantics and reuses kmock's HTTP handler, request parsing and DSL (user
+reactions declared with ``emulator[...] << ...`` still take precedence, e.g. to inject faults).
+
+See ``docs/emulator.md`` for every known difference from a real API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import copy
+import datetime
+import json
+import math
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import EllipsisType, TracebackType
+from typing import Any, Self
+
+import aiohttp.web
+import attrs
+import jsonpatch
+import kmock
+from kmock._internal import apps, rendering
+
+from aigw_operator.simulators.admission import Invalid
+
+JSON = dict[str, Any]
+Admission = Callable[[JSON, JSON, JSON | None], JSON]
+
+_CRD_GROUP = "apiextensions.k8s.io"
+_CRD_PLURAL = "customresourcedefinitions"
+_NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet
+_MAIN_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
+_SUB_VERBS = ("get", "patch", "update")
+_READ_VERBS = frozenset({"get", "list", "watch"})
+_WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
+# Fields only the server sets; client-sent values are ignored on every main-resource write.
+_SYSTEM_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "resourceVersion",
+    "namespace",
+    "name",
+    "selfLink",
+    "generateName",
+)
+
+
+class ApiError(Exception):
+    """An API failure rendered as a ``v1/Status`` body with the matching HTTP code."""
+
+    def __init__(self, code: int, reason: str, message: str, details: JSON | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def status(self) -> JSON:
+        body: JSON = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served group/version/plural, as announced in discovery."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: frozenset[str] = frozenset()
+    crd_name: str | None = None  # set for custom resources only
+    tracks_generation: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        # The spelling the API server uses in messages: "widgets.test.aigw.dev", "secrets".
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
+
+
+_BUILTINS: tuple[ResourceType, ...] = (
+    ResourceType("", "v1", "namespaces", "Namespace", False, "namespace", ("ns",), subresources=frozenset({"status"})),
+    ResourceType("", "v1", "secrets", "Secret", True, "secret"),
+    ResourceType("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
+    ResourceType("", "v1", "events", "Event", True, "event", ("ev",)),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ("sa",)),
+    ResourceType(
+        _CRD_GROUP,
+        "v1",
+        _CRD_PLURAL,
+        "CustomResourceDefinition",
+        False,
+        "customresourcedefinition",
+        ("crd", "crds"),
+        ("api-extensions",),
+        frozenset({"status"}),
+        tracks_generation=True,
+    ),
+    ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+    ResourceType("events.k8s.io", "v1", "events", "Event", True, "event", ("ev",)),
+)
+
+
+@dataclass(frozen=True)
+class _Event:
+    rv: int
+    group: str
+    plural: str
+    type: str
+    obj: JSON
+    prev: JSON | None  # the state before a MODIFIED, so that selector transitions can be seen
+
+
+@dataclass(eq=False)
+class _Watcher:
+    group: str
+    plural: str
+    version: str
+    namespace: str | None
+    labels: list[tuple[str, str, frozenset[str]]]
+    fields: list[tuple[str, str, str]]
+    queue: asyncio.Queue[tuple[str, JSON] | None] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+
+# --- selectors -----------------------------------------------------------------------------------
+
+_LABEL_TERM = re.compile(
+    r"^\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*"
+    r"(?:(?P<op>==|=|!=)\s*(?P<val>[-A-Za-z0-9_.]*)"
+    r"|\s+(?P<setop>in|notin)\s*\((?P<vals>[^()]*)\))?\s*$"
+)
+
+
+def _split_outside_parens(text: str) -> Iterator[str]:
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            yield text[start:i]
+            start = i + 1
+    yield text[start:]
+
+
+def parse_label_selector(text: str | None) -> list[tuple[str, str, frozenset[str]]]:
+    """Parse a ``labelSelector`` into (key, operator, values) requirements."""
+    if not text:
+        return []
+    result: list[tuple[str, str, frozenset[str]]] = []
+    for term in _split_outside_parens(text):
+        match = _LABEL_TERM.match(term)
+        if not match or (match["neg"] and (match["op"] or match["setop"])):
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {term.strip()!r}")
+        key = match["key"]
+        if match["neg"]:
+            result.append((key, "!", frozenset()))
+        elif match["op"]:
+            op = "!=" if match["op"] == "!=" else "="
+            result.append((key, op, frozenset({match["val"]})))
+        elif match["setop"]:
+            values = frozenset(v.strip() for v in match["vals"].split(",") if v.strip())
+            result.append((key, match["setop"], values))
+        else:
+            result.append((key, "exists", frozenset()))
+    return result
+
+
+def parse_field_selector(text: str | None) -> list[tuple[str, str, str]]:
+    """Parse a ``fieldSelector``; only the fields every resource supports are accepted."""
+    if not text:
+        return []
+    result: list[tuple[str, str, str]] = []
+    for term in text.split(","):
+        match = re.match(r"^\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*$", term)
+        if not match:
+            raise ApiError(400, "BadRequest", f"invalid field selector: {term.strip()!r}")
+        path, op, value = match.groups()
+        if path not in ("metadata.name", "metadata.namespace"):
+            raise ApiError(400, "BadRequest", f"field label not supported: {path}")
+        result.append((path, "!=" if op == "!=" else "=", value))
+    return result
+
+
+def _labels_match(obj: Mapping[str, Any], requirements: list[tuple[str, str, frozenset[str]]]) -> bool:
+    labels: Mapping[str, str] = obj.get("metadata", {}).get("labels") or {}
+    for key, op, values in requirements:
+        present = key in labels
+        value = labels.get(key)
+        ok = (
+            (op == "=" and present and value in values)
+            or (op == "!=" and (not present or value not in values))
+            or (op == "in" and present and value in values)
+            or (op == "notin" and (not present or value not in values))
+            or (op == "exists" and present)
+            or (op == "!" and not present)
+        )
+        if not ok:
+            return False
+    return True
+
+
+def _fields_match(obj: Mapping[str, Any], requirements: list[tuple[str, str, str]]) -> bool:
+    meta = obj.get("metadata", {})
+    for path, op, value in requirements:
+        actual = meta.get(path.split(".", 1)[1]) or ""
+        if (actual == value) != (op == "="):
+            return False
+    return True
+
+
+# --- patches ---------------------------------------------------------------------------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply an RFC 7386 JSON merge patch (returns a new value; inputs are not modified)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result: JSON = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _version_priority(version: str) -> tuple[int, int, int, str]:
+    # Kubernetes orders versions GA > beta > alpha, higher numbers first; others last, by name.
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if not match:
+        return (3, 0, 0, version)
+    major, stage, minor = match.groups()
+    rank = {None: 0, "beta": 1, "alpha": 2}[stage]
+    return (rank, -int(major), -int(minor or 0), version)
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _without(obj: Mapping[str, Any], *keys: str) -> JSON:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+def _invalid(rtype: ResourceType, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
+    """A 422 Invalid error from (field, message, reason) causes, worded like the API server."""
+    parts = [f"{f}: {m}" for f, m, _ in causes]
+    summary = parts[0] if len(parts) == 1 else f"[{', '.join(parts)}]"
+    kind = f"{rtype.kind}.{rtype.group}" if rtype.group else rtype.kind
+    return ApiError(
+        422,
+        "Invalid",
+        f'{kind} "{name}" is invalid: {summary}',
+        {
+            "name": name,
+            "group": rtype.group,
+            "kind": rtype.kind,
+            "causes": [{"reason": r, "message": m, "field": f} for f, m, r in causes],
+        },
+    )
+
+
+# --- the emulator ------------------------------------------------------------------------------------
+
+
+@attrs.define(kw_only=True)
+class KubeEmulator(kmock.KubernetesEmulator):
+    """An in-memory Kubernetes API server: see the module docstring and ``docs/emulator.md``."""
+
+    admission: Admission | None = None
+    history_limit: int = 10_000  # watch events kept for resuming watches; older -> 410 Gone
+    watch_queue_limit: int = 10_000  # events buffered per slow watcher before it gets 410 Gone
+    request_log_limit: int = 1_000  # kmock's request log (``list(emulator)``) is trimmed to this
+    events_limit: int = 1_000  # stored Event objects and the ``posted_events`` log
+
+    _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
+    _store: dict[tuple[str, str], dict[tuple[str | None, str], JSON]] = attrs.field(
+        factory=lambda: collections.defaultdict(dict), init=False
+    )
+    _rv: int = attrs.field(default=0, init=False)
+    _history: collections.deque[_Event] = attrs.field(factory=collections.deque, init=False)
+    _history_floor: int = attrs.field(default=0, init=False)
+    _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
+    _counts: collections.Counter[tuple[str, str, str | None]] = attrs.field(factory=collections.Counter, init=False)
+    _posted_events: collections.deque[JSON] = attrs.field(factory=collections.deque, init=False)
+    _fallback_payloads: dict[int, bool] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for rtype in _BUILTINS:
+            self._types[(rtype.group, rtype.version, rtype.plural)] = rtype
+        for name in ("default", "kube-system"):
+            self._create(self._type("", "v1", "namespaces"), None, {"metadata": {"name": name}})
+
+    # --- public helpers for tests and the demo ---
+
+    @property
+    def resource_version(self) -> int:
+        """The current global resourceVersion (the last write's)."""
+        return self._rv
+
+    def register_crd(self, crd: JSON) -> JSON:
+        """Create or replace a CRD (as ``kubectl apply`` would) and return the stored object."""
+        rtype = self._type(_CRD_GROUP, "v1", _CRD_PLURAL)
+        name = (crd.get("metadata") or {}).get("name", "")
+        body = copy.deepcopy(crd)
+        if (None, name) in self._store[(_CRD_GROUP, _CRD_PLURAL)]:
+            body.setdefault("metadata", {}).pop("resourceVersion", None)
+            return self._update(rtype, None, name, None, lambda _: body)
+        return self._create(rtype, None, body)
+
+    def get_object(self, group: str, plural: str, namespace: str | None, name: str) -> JSON | None:
+        """The stored object (a deep copy), or None."""
+        obj = self._store[(group, plural)].get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def list_objects(self, group: str, plural: str, namespace: str | None = None) -> list[JSON]:
+        return [
+            copy.deepcopy(o)
+            for (ns, _), o in sorted(self._store[(group, plural)].items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
+            if namespace is None or ns == namespace
+        ]
+
+    @property
+    def posted_events(self) -> list[JSON]:
+        """Event objects created via core v1 or events.k8s.io/v1 (the last ``events_limit``)."""
+        return list(self._posted_events)
+
+    def requests_count(
+        self,
+        verbs: frozenset[str] | None = None,
+        plural: str | None = None,
+        subresource: str | EllipsisType | None = ...,
+    ) -> int:
+        """Requests received by verb (create/update/patch/delete/get/list/watch), plural and
+        subresource (``...`` = any, ``None`` = the main resource only)."""
+        return sum(
+            n
+            for (verb, p, sub), n in self._counts.items()
+            if (verbs is None or verb in verbs)
+            and (plural is None or p == plural)
+            and (subresource is ... or sub == subresource)
+        )
+
+    def writes(self, plural: str | None = None, subresource: str | EllipsisType | None = ...) -> int:
+        """Write requests (POST/PUT/PATCH/DELETE), including the refused ones."""
+        return self.requests_count(_WRITE_VERBS, plural, subresource)
+
+    def reads(self, plural: str | None = None, subresource: str | EllipsisType | None = ...) -> int:
+        """Read requests (get/list/watch), including the refused ones."""
+        return self.requests_count(_READ_VERBS, plural, subresource)
+
+    def counters(self) -> dict[tuple[str, str, str | None], int]:
+        """A snapshot of all counters keyed by (verb, plural, subresource)."""
+        return dict(self._counts)
+
+    def reset_counters(self) -> None:
+        self._counts.clear()
+
+    @property
+    def open_watches(self) -> int:
+        """Watch streams currently being served."""
+        return len(self._watchers)
+
+    def close_watches(self) -> None:
+        """End every open watch stream (clients see a normal end of stream and reconnect)."""
+        for watcher in list(self._watchers):
+            watcher.queue.put_nowait(None)
+
+    # --- HTTP entry ---
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock's own request parser fails on some valid paths (e.g. listing ``/api/v1/namespaces``);
+        # such requests get a plain kmock Request: this emulator routes by the URL path anyway.
+        body = await raw_request.read()
+        try:
+            request = await rendering.Request._parse(raw_request, id=len(self._requests))
+        except ValueError:
+            request = rendering.Request(
+                id=len(self._requests),
+                raw_request=raw_request,
+                url=raw_request.url,
+                method=raw_request.method,
+                params=dict(raw_request.query),
+                headers=dict(raw_request.headers),
+                body=body,
+            )
+        self._requests.append(request)
+        self._trim_request_log()
+        try:
+            return await self._handle(request)
+        except rendering.StreamingError as exc:  # a user reaction failed after its headers went out
+            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            if self._errors:
+                self._errors[-1].append(cause)
+            raw_response: aiohttp.web.StreamResponse = exc.args[0]
+            await self._stream_error(cause, raw_response)
+            await raw_response.write_eof()
+            return raw_response
+        except Exception as exc:
+            if self._errors:  # kept for kmock's strict mode, which re-raises them on exit
+                self._errors[-1].append(exc)
+            return await self._render_error(exc)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if self._user_reaction_matches(request):
+            return await apps.RawHandler._handle(self, request)
+        try:
+            return await self._dispatch(request)
+        except ApiError as exc:
+            return aiohttp.web.json_response(exc.status(), status=exc.code)
+
+    def _trim_request_log(self) -> None:
+        # kmock appends every request to this list forever; trim in batches to stay O(1) amortised.
+        log = self._requests
+        if len(log) > 2 * self.request_log_limit or (self.request_log_limit == 0 and log):
+            del log[: len(log) - self.request_log_limit]
+
+    def _user_reaction_matches(self, request: rendering.Request) -> bool:
+        # The scaffold registers its own reactions under `fallback` (priority -inf); anything else
+        # was declared by a test and must win over the emulation, like in plain kmock.
+        for payload in self._payloads:
+            fallback = self._fallback_payloads.get(id(payload))
+            if fallback is None:  # computing priorities walks the DSL tree: remember the answer
+                fallback = self._fallback_payloads[id(payload)] = any(p == -math.inf for p in payload.priorities)
+            if fallback:
+                continue
+            if not payload._disabled.is_set() and request in payload._source:
+                return True
+        return False
+
+    async def _dispatch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        method = raw.method.upper() if raw is not None else str(request.method.value).upper()
+        path = request.url.path.rstrip("/") or "/"
+        query = dict(request.params)
+        segments = [s for s in path.split("/") if s]
+
+        if method == "GET" and path in ("/", "/version", "/api", "/apis"):
+            return aiohttp.web.json_response(self._discovery_root(path))
+        if method == "GET" and len(segments) == 2 and segments[0] == "api":
+            return aiohttp.web.json_response(self._discovery_version("", segments[1]))
+        if method == "GET" and len(segments) == 2 and segments[0] == "apis":
+            return aiohttp.web.json_response(self._discovery_group(segments[1]))
+        if method == "GET" and len(segments) == 3 and segments[0] == "apis":
+            return aiohttp.web.json_response(self._discovery_version(segments[1], segments[2]))
+
+        if segments[:1] == ["api"] and len(segments) >= 3:
+            group, version, rest = "", segments[1], segments[2:]
+        elif segments[:1] == ["apis"] and len(segments) >= 4:
+            group, version, rest = segments[1], segments[2], segments[3:]
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+        namespace: str | None = None
+        if (
+            rest[0] == "namespaces"
+            and len(rest) >= 3
+            and not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
+            namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        plural = rest[0]
+        name = rest[1] if len(rest) > 1 else None
+        subresource = rest[2] if len(rest) > 2 else None
+        rtype = self._type(group, version, plural)
+
+        verb = {
+            ("GET", False): "watch" if query.get("watch") in ("true", "1") else "list",
+            ("GET", True): "watch" if query.get("watch") in ("true", "1") else "get",
+            ("POST", False): "create",
+            ("PUT", True): "update",
+            ("PATCH", True): "patch",
+            ("DELETE", True): "delete",
+        }.get((method, name is not None))
+        self._counts[(verb or method.lower(), plural, subresource)] += 1
+        if verb is None:
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        if subresource is not None and (subresource not in rtype.subresources or verb not in _SUB_VERBS):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if rtype.namespaced and namespace is None and verb not in ("list", "watch"):
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        if not rtype.namespaced:
+            namespace = None
+
+        if verb == "watch":
+            return await self._watch(request, rtype, namespace, name, query)
+        if verb == "list":
+            return aiohttp.web.json_response(self._list(rtype, namespace, query))
+
+        body = self._parse_body(request.body) if verb != "get" else None
+        dry_run = "dryRun" in query  # the only valid value is "All"
+        if verb == "create":
+            created = self._create(rtype, namespace, body, dry_run=dry_run)
+            return aiohttp.web.json_response(self._present(rtype, created), status=201)
+
+        assert name is not None  # guaranteed by the verb table above
+        if verb == "get":
+            return aiohttp.web.json_response(self._present(rtype, self._get(rtype, namespace, name)))
+        if verb == "update":
+            updated = self._update(rtype, namespace, name, subresource, lambda _old: body, dry_run=dry_run)
+            return aiohttp.web.json_response(self._present(rtype, updated))
+        if verb == "patch":
+            content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            patcher = self._patcher(rtype, name, content_type, body)
+            patched = self._update(rtype, namespace, name, subresource, patcher, dry_run=dry_run)
+            return aiohttp.web.json_response(self._present(rtype, patched))
+        deleted = self._delete(rtype, namespace, name, body, dry_run=dry_run)
+        return aiohttp.web.json_response(self._present(rtype, deleted))
+
+    @staticmethod
+    def _parse_body(body: bytes) -> Any:
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"the request body is not valid JSON: {exc}") from exc
+
+    # --- discovery ---
+
+    def _type(self, group: str, version: str, plural: str) -> ResourceType:
+        try:
+            return self._types[(group, version, plural)]
+        except KeyError:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource") from None
+
+    def _versions_of(self, group: str) -> list[str]:
+        versions = {v for g, v, _ in self._types if g == group}
+        return sorted(versions, key=_version_priority)
+
+    def _discovery_root(self, path: str) -> JSON:
+        if path == "/version":
+            return {
+                "major": "1",
+                "minor": "31",
+                "gitVersion": "v1.31.0-aigw-emulator",
+                "platform": "linux/amd64",
+            }
+        if path == "/api":
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+            }
+        groups = sorted({g for g, _, _ in self._types if g})
+        if path == "/apis":
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [self._discovery_group(g) for g in groups],
+            }
+        paths = {"/api", "/api/v1", "/apis", "/version"}
+        paths |= {f"/apis/{g}" for g in groups}
+        paths |= {f"/apis/{g}/{v}" for g, v, _ in self._types if g}
+        return {"paths": sorted(paths)}
+
+    def _discovery_group(self, group: str) -> JSON:
+        versions = self._versions_of(group)
+        if not group or not versions:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
+            "versions": entries,
+            "preferredVersion": entries[0],
+        }
+
+    def _discovery_version(self, group: str, version: str) -> JSON:
+        types = sorted(
+            (t for (g, v, _), t in self._types.items() if g == group and v == version), key=lambda t: t.plural
+        )
+        if not types:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        resources: list[JSON] = []
+        for t in types:
+            resources.append(
+                {
+                    "name": t.plural,
+                    "singularName": t.singular,
+                    "namespaced": t.namespaced,
+                    "kind": t.kind,
+                    "verbs": list(_MAIN_VERBS),
+                    "shortNames": list(t.short_names),
+                    "categories": list(t.categories),
+                }
+            )
+            for sub in sorted(t.subresources):
+                resources.append(
+                    {
+                        "name": f"{t.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": t.namespaced,
+                        "kind": t.kind,
+                        "verbs": list(_SUB_VERBS),
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
+
+    # --- reads ---
+
+    def _present(self, rtype: ResourceType, obj: JSON) -> JSON:
+        # Objects are stored once per group/plural; a request through another served version sees
+        # the same object relabelled, as with a CRD's conversion strategy "None".
+        if obj.get("apiVersion") == rtype.api_version:
+            return obj
+        return {**obj, "apiVersion": rtype.api_version}
+
+    def _get(self, rtype: ResourceType, namespace: str | None, name: str) -> JSON:
+        obj = self._store[(rtype.group, rtype.plural)].get((namespace, name))
+        if obj is None:
+            raise self._not_found(rtype, name)
+        return obj
+
+    @staticmethod
+    def _not_found(rtype: ResourceType, name: str) -> ApiError:
+        return ApiError(
+            404,
+            "NotFound",
+            f'{rtype.qualified} "{name}" not found',
+            {"name": name, "group": rtype.group, "kind": rtype.plural},
+        )
+
+    def _list(self, rtype: ResourceType, namespace: str | None, query: Mapping[str, str]) -> JSON:
+        labels = parse_label_selector(query.get("labelSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"))
+        items = [
+            self._present(rtype, obj)
+            for (ns, _), obj in sorted(
+                self._store[(rtype.group, rtype.plural)].items(), key=lambda kv: (kv[0][0] or "", kv[0][1])
+            )
+            if (namespace is None or ns == namespace) and _labels_match(obj, labels) and _fields_match(obj, fields)
+        ]
+        return {
+            "kind": f"{rtype.kind}List",
+            "apiVersion": rtype.api_version,
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
+
+    # --- watches ---
+
+    async def _watch(
+        self,
+        request: rendering.Request,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str | None,
+        query: Mapping[str, str],
+    ) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        if raw is None:
+            raise ApiError(500, "InternalError", "watching needs a real HTTP request")
+        fields = parse_field_selector(query.get("fieldSelector"))
+        if name is not None:  # the deprecated /watch-by-name form is a field selector in disguise
+            fields.append(("metadata.name", "=", name))
+        watcher = _Watcher(
+            rtype.group,
+            rtype.plural,
+            rtype.version,
+            namespace,
+            parse_label_selector(query.get("labelSelector")),
+            fields,
+        )
+        timeout_text = query.get("timeoutSeconds")
+        try:
+            timeout = float(timeout_text) if timeout_text else None
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"invalid timeoutSeconds: {timeout_text!r}") from None
+
+        since_text = query.get("resourceVersion") or ""
+        initial = query.get("sendInitialEvents") == "true" or since_text in ("", "0")
+        backlog: list[tuple[str, JSON]] = []
+        gone = False
+        if initial:
+            for obj in self._store[(rtype.group, rtype.plural)].values():
+                if self._visible(watcher, obj):
+                    backlog.append(("ADDED", self._present(rtype, obj)))
+            if query.get("sendInitialEvents") == "true":
+                backlog.append(
+                    (
+                        "BOOKMARK",
+                        {
+                            "kind": rtype.kind,
+                            "apiVersion": rtype.api_version,
+                            "metadata": {
+                                "resourceVersion": str(self._rv),
+                                "annotations": {"k8s.io/initial-events-end": "true"},
+                            },
+                        },
+                    )
+                )
+        else:
+            try:
+                since = int(since_text)
+            except ValueError:
+                raise ApiError(400, "BadRequest", f"invalid resourceVersion: {since_text!r}") from None
+            if since < self._history_floor:
+                gone = True
+            else:
+                for event in self._history:
+                    if event.rv > since:
+                        translated = self._translate(watcher, event)
+                        if translated is not None:
+                            backlog.append(translated)
+        # Registered before the first await so that no write can fall between backlog and live events.
+        if not gone:
+            self._watchers.add(watcher)
+
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        try:
+            await response.prepare(raw)
+            if gone:
+                await self._write_event(
+                    response,
+                    "ERROR",
+                    ApiError(
+                        410, "Expired", f"too old resource version: {since_text} ({self._history_floor})"
+                    ).status(),
+                )
+                return response
+            for event_type, obj in backlog:
+                await self._write_event(response, event_type, obj)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout if timeout is not None else None
+            while True:
+                remaining = deadline - loop.time() if deadline is not None else None
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), timeout=remaining)
+                except TimeoutError:
+                    break
+                if item is None:
+                    if watcher.overflowed:
+                        await self._write_event(
+                            response,
+                            "ERROR",
+                            ApiError(410, "Expired", "the watcher fell too far behind").status(),
+                        )
+                    break
+                await self._write_event(response, *item)
+            await response.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass  # the client went away; nothing to tell it
+        finally:
+            self._watchers.discard(watcher)
+        return response
+
+    @staticmethod
+    async def _write_event(response: aiohttp.web.StreamResponse, event_type: str, obj: JSON) -> None:
+        await response.write(json.dumps({"type": event_type, "object": obj}).encode() + b"\n")
+
+    @staticmethod
+    def _visible(watcher: _Watcher, obj: JSON) -> bool:
+        ns = obj.get("metadata", {}).get("namespace")
+        return (
+            (watcher.namespace is None or ns == watcher.namespace)
+            and _labels_match(obj, watcher.labels)
+            and _fields_match(obj, watcher.fields)
+        )
+
+    def _translate(self, watcher: _Watcher, event: _Event) -> tuple[str, JSON] | None:
+        if (event.group, event.plural) != (watcher.group, watcher.plural):
+            return None
+        rtype = self._types.get((watcher.group, watcher.version, watcher.plural))
+        present = self._present(rtype, event.obj) if rtype is not None else event.obj
+        now_visible = self._visible(watcher, event.obj)
+        if event.type != "MODIFIED" or event.prev is None:
+            return (event.type, present) if now_visible else None
+        was_visible = self._visible(watcher, event.prev)
+        # Like the API server, an object moving into or out of a selector is seen as ADDED/DELETED.
+        if now_visible and was_visible:
+            return ("MODIFIED", present)
+        if now_visible:
+            return ("ADDED", present)
+        if was_visible:
+            return ("DELETED", present)
+        return None
+
+    def _emit(self, event_type: str, rtype: ResourceType, obj: JSON, prev: JSON | None) -> None:
+        event = _Event(self._rv, rtype.group, rtype.plural, event_type, obj, prev)
+        self._history.append(event)
+        while len(self._history) > self.history_limit:
+            self._history_floor = self._history.popleft().rv
+        for watcher in list(self._watchers):
+            if watcher.overflowed:
+                continue
+            translated = self._translate(watcher, event)
+            if translated is None:
+                continue
+            if watcher.queue.qsize() >= self.watch_queue_limit:
+                watcher.overflowed = True
+                watcher.queue.put_nowait(None)
+            else:
+                watcher.queue.put_nowait(translated)
+
+    # --- writes ---
+
+    def _commit(self, rtype: ResourceType, event_type: str, obj: JSON, prev: JSON | None) -> JSON:
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        meta = obj["metadata"]
+        bucket = self._store[(rtype.group, rtype.plural)]
+        if event_type == "DELETED":
+            bucket.pop((meta.get("namespace"), meta["name"]), None)
+        else:
+            bucket[(meta.get("namespace"), meta["name"])] = obj
+        self._emit(event_type, rtype, obj, prev)
+        return obj
+
+    def _create(self, rtype: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False) -> JSON:
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the request body must be a JSON object")
+        obj = copy.deepcopy(body)
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise ApiError(400, "BadRequest", "metadata must be an object")
+        bucket = self._store[(rtype.group, rtype.plural)]
+
+        body_ns = meta.get("namespace")
+        if rtype.namespaced:
+            if body_ns and namespace and body_ns != namespace:
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
+            ns: str | None = namespace or body_ns
+            if (None, ns) not in self._store[("", "namespaces")]:
+                raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
+        else:
+            ns = None
+
+        name = meta.get("name")
+        if not name and meta.get("generateName"):
+            for _ in range(100):
+                suffix = "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+                name = f"{meta['generateName']}{suffix}"
+                if (ns, name) not in bucket:
+                    break
+        if not name:
+            raise _invalid(
+                rtype,
+                "",
+                [("metadata.name", "Required value: name or generateName is required", "FieldValueRequired")],
+            )
+        if (ns, name) in bucket:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{rtype.qualified} "{name}" already exists',
+                {"name": name, "group": rtype.group, "kind": rtype.plural},
+            )
+
+        for key in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+            "namespace",
+        ):
+            meta.pop(key, None)
+        meta["name"] = name
+        if ns is not None:
+            meta["namespace"] = ns
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _now()
+        obj["apiVersion"] = rtype.api_version
+        obj["kind"] = rtype.kind
+        if rtype.has_status:
+            obj.pop("status", None)
+
+        obj = self._server_side_fields(rtype, obj, None)
+        if rtype.crd_name is not None:
+            obj = self._admit(rtype, obj, None)
+        if rtype.tracks_generation:
+            obj["metadata"]["generation"] = 1
+        if dry_run:
+            return obj
+        committed = self._commit(rtype, "ADDED", obj, None)
+        self._after_write(rtype, committed, None)
+        return committed
+
+    def _update(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        subresource: str | None,
+        make: Callable[[JSON], Any],
+        *,
+        dry_run: bool = False,
+    ) -> JSON:
+        old = self._get(rtype, namespace, name)
+        candidate = make(copy.deepcopy(self._present(rtype, old)))
+        if not isinstance(candidate, dict):
+            raise ApiError(400, "BadRequest", "the resulting object must be a JSON object")
+        cmeta = candidate.get("metadata")
+        if cmeta is not None and not isinstance(cmeta, dict):
+            raise ApiError(400, "BadRequest", "metadata must be an object")
+        cmeta = cmeta or {}
+
+        wanted_rv = cmeta.get("resourceVersion")
+        if wanted_rv not in (None, "") and str(wanted_rv) != old["metadata"]["resourceVersion"]:
+            raise ApiError(
+                409,
+                "Conflict",
+                (
+                    f'Operation cannot be fulfilled on {rtype.qualified} "{name}": '
+                    f"the object has been modified; please apply your changes to the latest version and try again"
+                ),
+                {"name": name, "group": rtype.group, "kind": rtype.plural},
+            )
+        if cmeta.get("name") not in (None, name):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({cmeta.get('name')}) does not match the name on the URL ({name})",
+            )
+
+        if subresource == "status":
+            new = copy.deepcopy(old)
+            if "status" in candidate:
+                new["status"] = candidate["status"]
+            else:
+                new.pop("status", None)
+        else:
+            new = candidate
+            meta = new.setdefault("metadata", {})
+            for key in _SYSTEM_META:
+                if key in old["metadata"]:
+                    meta[key] = old["metadata"][key]
+                else:
+                    meta.pop(key, None)
+            if rtype.has_status:
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+                else:
+                    new.pop("status", None)
+            if old["metadata"].get("deletionTimestamp"):
+                added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
+                if added:
+                    raise _invalid(
+                        rtype,
+                        name,
+                        [
+                            (
+                                "metadata.finalizers",
+                                f"Forbidden: no new finalizers can be added if the object is being deleted, "
+                                f"found new finalizers {sorted(added)}",
+                                "FieldValueForbidden",
+                            )
+                        ],
+                    )
+        new["apiVersion"] = rtype.api_version
+        new["kind"] = rtype.kind
+        new = self._server_side_fields(rtype, new, old)
+        if rtype.crd_name is not None:
+            new = self._admit(rtype, new, self._present(rtype, old))
+
+        if rtype.tracks_generation:
+            excluded = ("metadata", "apiVersion", "kind") + (("status",) if rtype.has_status else ())
+            generation = int(old["metadata"].get("generation", 1))
+            if _without(new, *excluded) != _without(old, *excluded):
+                generation += 1
+            new["metadata"]["generation"] = generation
+
+        if _without(new, "apiVersion") == _without(old, "apiVersion"):
+            return old  # a no-op: no new resourceVersion, no watch event, like the API server
+        if dry_run:
+            return new
+
+        committed = self._commit(rtype, "MODIFIED", new, old)
+        self._after_write(rtype, committed, old)
+        if committed["metadata"].get("deletionTimestamp") and not committed["metadata"].get("finalizers"):
+            self._remove(rtype, committed)
+        return committed
+
+    def _patcher(self, rtype: ResourceType, name: str, content_type: str, patch: Any) -> Callable[[JSON], Any]:
+        if content_type == "application/merge-patch+json" or (
+            content_type == "application/strategic-merge-patch+json" and rtype.crd_name is None
+        ):
+            if not isinstance(patch, dict):
+                raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+            return lambda old: merge_patch(old, patch)
+        if content_type == "application/json-patch+json":
+            if not isinstance(patch, list):
+                raise ApiError(400, "BadRequest", "a JSON patch must be a JSON array")
+
+            def apply(old: JSON) -> Any:
+                try:
+                    return jsonpatch.JsonPatch(patch).apply(old)
+                except (
+                    jsonpatch.JsonPatchException,
+                    jsonpatch.JsonPointerException,
+                    KeyError,
+                    TypeError,
+                    ValueError,
+                ) as exc:
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        f"the server rejected our request due to an error in our request: {exc}",
+                        {"name": name, "group": rtype.group, "kind": rtype.plural},
+                    ) from exc
+
+            return apply
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - "
+            "accepted media types include: application/json-patch+json, "
+            "application/merge-patch+json" + ("" if rtype.crd_name else ", application/strategic-merge-patch+json"),
+        )
+
+    def _delete(
+        self, rtype: ResourceType, namespace: str | None, name: str, body: Any, *, dry_run: bool = False
+    ) -> JSON:
+        old = self._get(rtype, namespace, name)
+        preconditions = (body or {}).get("preconditions") or {} if isinstance(body, dict) else {}
+        for key in ("uid", "resourceVersion"):
+            if preconditions.get(key) and preconditions[key] != old["metadata"].get(key):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    (
+                        f'Operation cannot be fulfilled on {rtype.qualified} "{name}": '
+                        f"Precondition failed: {key}: {preconditions[key]}, "
+                        f"ObjectMeta.{key}: {old['metadata'].get(key)}"
+                    ),
+                    {"name": name, "group": rtype.group, "kind": rtype.plural},
+                )
+        if dry_run:
+            return old
+        if not old["metadata"].get("finalizers"):
+            return self._remove(rtype, old)
+        if old["metadata"].get("deletionTimestamp"):
+            return old
+        new = copy.deepcopy(old)
+        new["metadata"]["deletionTimestamp"] = _now()
+        new["metadata"]["deletionGracePeriodSeconds"] = 0
+        if rtype.tracks_generation:
+            new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        return self._commit(rtype, "MODIFIED", new, old)
+
+    def _remove(self, rtype: ResourceType, obj: JSON) -> JSON:
+        gone = self._commit(rtype, "DELETED", copy.deepcopy(obj), obj)
+        if (rtype.group, rtype.plural) == (_CRD_GROUP, _CRD_PLURAL):
+            self._unregister_crd(gone)
+        return gone
+
+    # --- server-side behaviour of particular kinds ---
+
+    def _server_side_fields(self, rtype: ResourceType, obj: JSON, old: JSON | None) -> JSON:
+        key = (rtype.group, rtype.plural)
+        if key == ("", "namespaces"):
+            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            obj["status"] = (old or {}).get("status") or {"phase": "Active"}
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        elif key == ("", "secrets") and isinstance(obj.get("stringData"), dict):
+            data = obj.setdefault("data", {})
+            for k, v in obj.pop("stringData").items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
+        elif key == (_CRD_GROUP, _CRD_PLURAL):
+            self._validate_crd(rtype, obj)
+            obj["status"] = self._crd_status(obj, (old or {}).get("status") or {})
+        return obj
+
+    def _validate_crd(self, rtype: ResourceType, crd: JSON) -> None:
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        group, plural = spec.get("group"), names.get("plural")
+        causes: list[tuple[str, str, str]] = []
+        if not group:
+            causes.append(("spec.group", "Required value", "FieldValueRequired"))
+        if not plural:
+            causes.append(("spec.names.plural", "Required value", "FieldValueRequired"))
+        if not names.get("kind"):
+            causes.append(("spec.names.kind", "Required value", "FieldValueRequired"))
+        if spec.get("scope") not in ("Namespaced", "Cluster"):
+            causes.append(
+                (
+                    "spec.scope",
+                    'Unsupported value: must be "Namespaced" or "Cluster"',
+                    "FieldValueNotSupported",
+                )
+            )
+        versions = spec.get("versions") or []
+        if not versions or sum(1 for v in versions if v.get("storage")) != 1:
+            causes.append(
+                (
+                    "spec.versions",
+                    "Invalid value: must have exactly one version marked as storage version",
+                    "FieldValueInvalid",
+                )
+            )
+        if group and plural and crd["metadata"]["name"] != f"{plural}.{group}":
+            causes.append(
+                (
+                    "metadata.name",
+                    f'Invalid value: "{crd["metadata"]["name"]}": must be spec.names.plural+"."+spec.group',
+                    "FieldValueInvalid",
+                )
+            )
+        if group and plural and not causes:
+            for (g, _, p), t in self._types.items():
+                if (g, p) == (group, plural) and t.crd_name is None:
+                    causes.append(("spec.names.plural", "Invalid value: a built-in resource", "FieldValueInvalid"))
+                    break
+        if causes:
+            raise _invalid(rtype, crd["metadata"]["name"], causes)
+
+    @staticmethod
+    def _crd_status(crd: JSON, old_status: JSON) -> JSON:
+        spec = crd["spec"]
+        now = _now()
+        previous = {c.get("type"): c for c in old_status.get("conditions") or []}
+
+        def condition(kind: str, reason: str, message: str) -> JSON:
+            since = previous.get(kind, {}).get("lastTransitionTime", now)
+            return {
+                "type": kind,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": since,
+            }
+
+        stored = list(old_status.get("storedVersions") or [])
+        for version in spec["versions"]:
+            if version.get("storage") and version["name"] not in stored:
+                stored.append(version["name"])
+        names = dict(spec["names"])
+        names.setdefault("singular", names["kind"].lower())
+        names.setdefault("listKind", f"{names['kind']}List")
+        return {
+            "conditions": [
+                condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+                condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+            ],
+            "acceptedNames": names,
+            "storedVersions": stored,
+        }
+
+    def _after_write(self, rtype: ResourceType, obj: JSON, old: JSON | None) -> None:
+        key = (rtype.group, rtype.plural)
+        if key == (_CRD_GROUP, _CRD_PLURAL):
+            self._register_crd_types(obj)
+        elif rtype.plural == "events" and key in (("", "events"), ("events.k8s.io", "events")) and old is None:
+            self._posted_events.append(obj)
+            while len(self._posted_events) > self.events_limit:
+                self._posted_events.popleft()
+            bucket = self._store[key]
+            # Real clusters expire Events after an hour; here the oldest go once there are too many.
+            while len(bucket) > self.events_limit:
+                oldest = next(iter(bucket.values()))
+                self._remove(rtype, oldest)
+
+    def _register_crd_types(self, crd: JSON) -> None:
+        spec = crd["spec"]
+        names = spec["names"]
+        group, plural = spec["group"], names["plural"]
+        for key in [k for k, t in self._types.items() if t.crd_name == crd["metadata"]["name"]]:
+            del self._types[key]
+        for version in spec["versions"]:
+            if not version.get("served", True):
+                continue
+            subresources = version.get("subresources") or {}
+            self._types[(group, version["name"], plural)] = ResourceType(
+                group=group,
+                version=version["name"],
+                plural=plural,
+                kind=names["kind"],
+                namespaced=spec["scope"] == "Namespaced",
+                singular=names.get("singular") or names["kind"].lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                subresources=frozenset(s for s in ("status", "scale") if s in subresources),
+                crd_name=crd["metadata"]["name"],
+                tracks_generation=True,
+            )
+
+    def _unregister_crd(self, crd: JSON) -> None:
+        name = crd["metadata"]["name"]
+        types = [t for t in self._types.values() if t.crd_name == name]
+        if types:
+            # The API server deletes all custom resources before the CRD itself disappears.
+            for obj in list(self._store[(types[0].group, types[0].plural)].values()):
+                self._commit(types[0], "DELETED", copy.deepcopy(obj), obj)
+        for key in [k for k, t in self._types.items() if t.crd_name == name]:
+            del self._types[key]
+        # Watches of a resource that no longer exists end, as on a real server.
+        for watcher in list(self._watchers):
+            if types and (watcher.group, watcher.plural) == (types[0].group, types[0].plural):
+                watcher.queue.put_nowait(None)
+
+    def _admit(self, rtype: ResourceType, new: JSON, old: JSON | None) -> JSON:
+        if self.admission is None or rtype.crd_name is None:
+            return new
+        crd = self._store[(_CRD_GROUP, _CRD_PLURAL)].get((None, rtype.crd_name))
+        if crd is None:
+            return new
+        name = new["metadata"]["name"]
+        try:
+            admitted = self.admission(copy.deepcopy(crd), new, copy.deepcopy(old) if old is not None else None)
+        except Invalid as exc:
+            raise _invalid(rtype, name, [(c.field, c.message, c.reason) for c in exc.causes]) from exc
+        return admitted
+
+
+class KubeEmulatorServer:
+    """Serves a :class:`KubeEmulator` over HTTP on loopback for the duration of an ``async with``.
+
+    Not kmock's ``Server``: that one also patches aiohttp's DNS resolution process-wide, which other
+    in-process HTTP simulators do not need. Watch handlers are cancelled when clients disconnect.
+    """
+
+    def __init__(self, emulator: KubeEmulator | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.emulator = emulator if emulator is not None else KubeEmulator()
+        self.host = host
+        self.port = port
+        self._runner: aiohttp.web.ServerRunner | None = None
+
+    @property
+    def url(self) -> str:
+        if self._runner is None:
+            raise RuntimeError("the server is not running")
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        await self.emulator.__aenter__()
+        server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
+        self._runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.emulator.close_watches()
+        await asyncio.sleep(0)  # let the watch handlers see their end-of-stream markers
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.emulator.__aexit__(exc_type, exc, tb)

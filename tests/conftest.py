@@ -1,0 +1,183 @@
+"""Shared fixtures: the Kubernetes API (emulator, or a real cluster with AIGW_TEST_KUBECONFIG),
+the Baseten simulator, and the real kopf operator running in-process against both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aigw_operator.crds import all_crds
+from aigw_operator.operator import run
+from aigw_operator.settings import Settings, UpstreamSettings
+from aigw_operator.simulators.admission import admit
+from aigw_operator.simulators.baseten import BasetenSimulator
+from aigw_operator.simulators.kubectl import Kube
+from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
+
+REPO = Path(__file__).resolve().parents[1]
+API_KEY = "bt-test-key-4d1c9a"
+
+
+@dataclass
+class KubeEnv:
+    kube: Kube
+    # Set for the emulator; None against a real cluster (the operator then uses the kubeconfig).
+    url: str | None
+    emulator: KubeEmulator | None
+
+
+@pytest.fixture
+async def kube_env() -> AsyncIterator[KubeEnv]:
+    kubeconfig = os.environ.get("AIGW_TEST_KUBECONFIG")
+    if kubeconfig:
+        async with _real_cluster(kubeconfig) as env:
+            yield env
+        return
+    emulator = KubeEmulator(admission=admit)
+    async with KubeEmulatorServer(emulator) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        kube = Kube(http, namespace="test")
+        await kube.ensure_namespace("test")
+        for crd in all_crds():
+            await kube.apply_crd(crd)
+        yield KubeEnv(kube=kube, url=server.url, emulator=emulator)
+
+
+@contextlib.asynccontextmanager
+async def _real_cluster(kubeconfig: str) -> AsyncIterator[KubeEnv]:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    headers = {}
+    if configuration.api_key.get("authorization"):
+        headers["Authorization"] = configuration.api_key["authorization"]
+    cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
+    verify: Any = configuration.ssl_ca_cert or configuration.verify_ssl
+    os.environ["KUBECONFIG"] = kubeconfig
+    namespace = f"aigw-test-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=configuration.host, headers=headers, verify=verify, cert=cert) as http:
+        kube = Kube(http, namespace=namespace)
+        for crd in all_crds():
+            await kube.apply_crd(crd)
+        await kube.ensure_namespace(namespace)
+        try:
+            yield KubeEnv(kube=kube, url=None, emulator=None)
+        finally:
+            await http.delete(f"/api/v1/namespaces/{namespace}")
+
+
+@pytest.fixture
+async def baseten() -> AsyncIterator[BasetenSimulator]:
+    async with BasetenSimulator(api_keys=[API_KEY], contract=True) as sim:
+        yield sim
+        assert sim.contract_violations == [], sim.contract_violations
+
+
+def make_settings(kube_url: str | None, baseten_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kube_api_url": kube_url,
+        "resync_interval": 30.0,
+        "short_poll_interval": 0.5,
+        "credentials_retry_interval": 0.3,
+        "credentials_cache_ttl": 0.2,
+        "error_backoff_base": 0.2,
+        "error_backoff_cap": 1.0,
+        "access_denied_retry_interval": 0.5,
+        "baseten": UpstreamSettings(
+            base_url=baseten_url,
+            timeout=1.0,
+            max_retries=2,
+            backoff_base=0.05,
+            backoff_cap=0.2,
+            max_inline_retry_after=5.0,
+        ),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class OperatorRunner:
+    """The real kopf operator in its own thread and event loop, as in production it has its own
+    process: kopf cancels every task of its loop when it stops, which must not hit the test's own
+    simulators. It can be stopped politely, or killed hard (its task cancelled mid-flight)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stop_flag = threading.Event()
+        self.error: BaseException | None = None
+
+    def _main(self, ready: threading.Event) -> None:
+        loop = self.loop = asyncio.new_event_loop()
+        self.task = loop.create_task(run(self.settings, stop_flag=self.stop_flag, ready_flag=ready))
+        try:
+            loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            loop.close()
+
+    async def start(self) -> None:
+        self.stop_flag = threading.Event()
+        ready = threading.Event()
+        self.error = None
+        self.thread = threading.Thread(target=self._main, args=(ready,), name="operator", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not ready.is_set():
+            assert self.thread.is_alive(), f"the operator exited: {self.error!r}"
+            assert time.monotonic() < deadline, "the operator did not become ready"
+            await asyncio.sleep(0.02)
+
+    async def _join(self) -> None:
+        assert self.thread is not None
+        await asyncio.to_thread(self.thread.join, 20)
+        assert not self.thread.is_alive(), "the operator did not stop within 20s"
+        self.thread = None
+        if self.error is not None:
+            raise self.error
+
+    async def stop(self) -> None:
+        if self.thread is None:
+            return
+        self.stop_flag.set()
+        await self._join()
+
+    async def kill(self) -> None:
+        """Cancel hard, as a crash would: whatever was in flight is cut off."""
+        if self.thread is None:
+            return
+        assert self.loop is not None and self.task is not None
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        await self._join()
+
+
+@pytest.fixture
+async def operator(kube_env: KubeEnv, baseten: BasetenSimulator) -> AsyncIterator[OperatorRunner]:
+    runner = OperatorRunner(make_settings(kube_env.url, baseten.url))
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+@pytest.fixture
+async def credentials(kube_env: KubeEnv) -> str:
+    await kube_env.kube.put_secret("baseten", {"apiKey": API_KEY})
+    return "baseten"

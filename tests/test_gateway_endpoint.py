@@ -1,0 +1,334 @@
+"""GatewayEndpoint end to end: the real operator, the Kubernetes API, the Baseten simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from aigw_operator.simulators.baseten import BasetenSimulator
+from aigw_operator.simulators.kubectl import condition
+from tests.conftest import API_KEY, KubeEnv, OperatorRunner, make_settings
+
+PLURAL = "gatewayendpoints"
+KIND = "GatewayEndpoint"
+ENDPOINTS = "/v1/gateway/endpoints"
+ENDPOINT = "/v1/gateway/endpoints/{id}"
+
+
+def spec(slug: str = "my-org/glm", model_id: str = "3kZ9xqd", **extra: Any) -> dict[str, Any]:
+    return {
+        "slug": slug,
+        "targets": [{"provider": "BASETEN", "modelId": model_id}],
+        "credentialsSecretRef": {"name": "baseten"},
+        **extra,
+    }
+
+
+def upstream_by_slug(sim: BasetenSimulator, slug: str) -> list[dict[str, Any]]:
+    return [e for e in sim.endpoints.values() if e["slug"] == slug]
+
+
+async def create_ready(env: KubeEnv, name: str = "glm", **kw: Any) -> dict[str, Any]:
+    response = await env.kube.create(KIND, PLURAL, name, spec(**kw))
+    assert response.status_code == 201, response.text
+    return await env.kube.wait_condition(PLURAL, name, "Ready", "True")
+
+
+async def test_create_reports_status_and_event(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    obj = await create_ready(kube_env)
+    status = obj["status"]
+    [upstream] = upstream_by_slug(baseten, "my-org/glm")
+    assert status["id"] == upstream["id"]
+    assert status["slug"] == "my-org/glm"
+    assert status["createdAt"] and status["updatedAt"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert "aigw.dev/finalizer" in obj["metadata"]["finalizers"]
+    assert upstream["targets"] == [{"provider": "BASETEN", "model_id": "3kZ9xqd"}]
+    synced = condition(obj, "Synced")
+    assert synced and synced["status"] == "True"
+    reasons = [e["reason"] for e in await kube_env.kube.events("glm")]
+    assert "Created" in reasons
+    assert baseten.count("POST", ENDPOINTS) == 1
+
+
+async def test_spec_change_is_one_patch_with_only_the_change(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    obj = await create_ready(kube_env)
+    baseten.reset_counts()
+    await kube_env.kube.patch_spec(PLURAL, "glm", {"targets": [{"provider": "BASETEN", "modelId": "7mP2wqe"}]})
+    generation = obj["metadata"]["generation"] + 1
+    await kube_env.kube.wait_for(
+        PLURAL, "glm", lambda o: bool(o and o["status"].get("observedGeneration") == generation)
+    )
+    patches = [r for r in baseten.requests if r.method == "PATCH"]
+    assert len(patches) == 1
+    assert patches[0].body == {"targets": [{"provider": "BASETEN", "model_id": "7mP2wqe"}]}
+    assert baseten.count("POST") == 0
+    [upstream] = upstream_by_slug(baseten, "my-org/glm")
+    assert upstream["targets"][0]["model_id"] == "7mP2wqe"
+    assert "Updated" in [e["reason"] for e in await kube_env.kube.events("glm")]
+
+
+async def test_noop_resync_writes_nothing(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(KIND, PLURAL, "glm", spec(), annotations={"aigw.dev/resync-seconds": "1"})
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
+    await asyncio.sleep(0.5)  # let the create's own writes settle
+    obj = await kube_env.kube.get(PLURAL, "glm")
+    assert obj is not None
+    version = obj["metadata"]["resourceVersion"]
+    events = len(await kube_env.kube.events())
+    writes_before = kube_env.emulator.writes() if kube_env.emulator else 0
+    baseten.reset_counts()
+    await asyncio.sleep(3.2)  # about three resyncs
+    after = await kube_env.kube.get(PLURAL, "glm")
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == version
+    assert len(await kube_env.kube.events()) == events
+    if kube_env.emulator:
+        assert kube_env.emulator.writes() == writes_before
+    assert baseten.count("GET", ENDPOINT) >= 2, "the resyncs did observe the upstream"
+    assert [r for r in baseten.requests if r.method != "GET"] == []
+
+
+async def test_lost_create_response_makes_exactly_one_endpoint(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    baseten.faults.lose_next_response("POST")
+    obj = await create_ready(kube_env)
+    assert len(upstream_by_slug(baseten, "my-org/glm")) == 1
+    assert len(baseten.endpoints) == 1
+    assert [r.lost for r in baseten.requests if r.method == "POST"] == [True]
+    assert obj["status"]["id"] == upstream_by_slug(baseten, "my-org/glm")[0]["id"]
+    assert "Adopted" in [e["reason"] for e in await kube_env.kube.events("glm")]
+
+
+async def test_operator_killed_between_post_and_status_write(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    blocked = {"on": True}
+    if kube_env.emulator is not None:
+        # Deterministic: the status write after the POST fails until the operator has been killed.
+        kube_env.emulator[lambda req: blocked["on"] and req.subresource == "status"] << 503
+    await kube_env.kube.create(KIND, PLURAL, "glm", spec())
+    deadline = time.monotonic() + 10
+    while not any(r.method == "POST" and r.status == 200 for r in baseten.requests):
+        assert time.monotonic() < deadline, "the operator never POSTed"
+        await asyncio.sleep(0)
+    if kube_env.emulator is not None:
+        await asyncio.sleep(0.3)  # the operator has tried, and failed, to record the id
+    await operator.kill()
+    blocked["on"] = False
+    obj = await kube_env.kube.get(PLURAL, "glm")
+    assert obj is not None
+    assert not (obj.get("status") or {}).get("id"), "the kill came too late to test anything"
+    await operator.start()
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
+    assert len(baseten.endpoints) == 1
+    assert obj["status"]["id"] in baseten.endpoints
+    assert baseten.count("POST", ENDPOINTS) == 1
+
+
+async def test_429_waits_at_least_retry_after(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    baseten.faults.rate_limit_burst(1, retry_after=2)
+    await create_ready(kube_env)
+    throttled = [r for r in baseten.requests if r.status == 429]
+    assert len(throttled) == 1
+    following = [r for r in baseten.requests if r.time > throttled[0].time]
+    assert following, "nothing was sent after the 429"
+    assert following[0].time - throttled[0].time >= 2.0
+    assert len(baseten.endpoints) == 1
+
+
+async def test_missing_credentials_then_secret_appears(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner
+) -> None:
+    await kube_env.kube.create(KIND, PLURAL, "glm", spec())
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "False", reason="CredentialsMissing")
+    assert "baseten" in condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert baseten.requests == []
+    await kube_env.kube.put_secret("baseten", {"apiKey": API_KEY})
+    await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
+    assert len(baseten.endpoints) == 1
+
+
+async def test_rotated_secret_is_used_without_restart(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await create_ready(kube_env)
+    baseten.rotate_key(API_KEY, "bt-rotated-key-77aa01")
+    await kube_env.kube.put_secret("baseten", {"apiKey": "bt-rotated-key-77aa01"})
+    await kube_env.kube.patch_spec(PLURAL, "glm", {"targets": [{"provider": "BASETEN", "modelId": "7mP2wqe"}]})
+    await kube_env.kube.wait_for(
+        PLURAL,
+        "glm",
+        lambda o: bool(o and o["status"].get("observedGeneration") == 2 and condition(o, "Ready")["status"] == "True"),  # type: ignore[index]
+    )
+    assert upstream_by_slug(baseten, "my-org/glm")[0]["targets"][0]["model_id"] == "7mP2wqe"
+    assert baseten.requests[-1].key == "bt-rotated-key-77aa01" or any(
+        r.key == "bt-rotated-key-77aa01" and r.method == "PATCH" for r in baseten.requests
+    )
+
+
+async def test_out_of_band_delete_is_recreated(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(KIND, PLURAL, "glm", spec(), annotations={"aigw.dev/resync-seconds": "1"})
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
+    old_id = obj["status"]["id"]
+    baseten.delete_out_of_band(old_id)
+    obj = await kube_env.kube.wait_for(
+        PLURAL, "glm", lambda o: bool(o and o["status"].get("id") not in (None, old_id)), timeout=10
+    )
+    assert len(baseten.endpoints) == 1
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    assert "Recreated" in [e["reason"] for e in await kube_env.kube.events("glm")]
+
+
+async def test_out_of_band_delete_under_orphan_is_reported(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(
+        KIND, PLURAL, "glm", spec(deletionPolicy="Orphan"), annotations={"aigw.dev/resync-seconds": "1"}
+    )
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
+    baseten.delete_out_of_band(obj["status"]["id"])
+    await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "False", reason="UpstreamDeleted", timeout=10)
+    assert baseten.endpoints == {}
+
+
+async def test_delete_removes_upstream_and_releases_finalizer(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await create_ready(kube_env)
+    await kube_env.kube.delete(PLURAL, "glm")
+    await kube_env.kube.wait_gone(PLURAL, "glm")
+    assert baseten.endpoints == {}
+    assert baseten.count("DELETE", ENDPOINT) == 1
+
+
+async def test_orphan_delete_leaves_upstream(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await create_ready(kube_env, deletionPolicy="Orphan")
+    await kube_env.kube.delete(PLURAL, "glm")
+    await kube_env.kube.wait_gone(PLURAL, "glm")
+    assert len(upstream_by_slug(baseten, "my-org/glm")) == 1
+    assert baseten.count("DELETE") == 0
+
+
+async def test_delete_while_upstream_down_keeps_finalizer_then_completes(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await create_ready(kube_env)
+    baseten.faults.fail_next(8, status=503)
+    await kube_env.kube.delete(PLURAL, "glm")
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "False", reason="DeletionBlocked")
+    assert "aigw.dev/finalizer" in obj["metadata"]["finalizers"]
+    await kube_env.kube.wait_gone(PLURAL, "glm", timeout=20)
+    assert baseten.endpoints == {}
+
+
+@pytest.mark.parametrize("mode", ["patch", "immutable"])
+async def test_slug_rename_converges_under_both_api_behaviours(
+    mode: str, kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    baseten.slug_rename = mode  # type: ignore[assignment]
+    obj = await create_ready(kube_env)
+    old_id = obj["status"]["id"]
+    await kube_env.kube.patch_spec(PLURAL, "glm", {"slug": "my-org/glm-renamed"})
+    obj = await kube_env.kube.wait_for(
+        PLURAL,
+        "glm",
+        lambda o: bool(
+            o and o["status"].get("slug") == "my-org/glm-renamed" and o["status"].get("observedGeneration") == 2
+        ),
+    )
+    assert [e["slug"] for e in baseten.endpoints.values()] == ["my-org/glm-renamed"]
+    if mode == "patch":
+        assert obj["status"]["id"] == old_id
+    else:
+        assert obj["status"]["id"] != old_id
+        assert old_id not in baseten.endpoints
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+
+
+async def test_upstream_refusal_is_reported_once_without_retry_storm(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(KIND, PLURAL, "glm", spec(slug="not-our-org/glm"))
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "False", reason="InvalidSpec")
+    message = condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert "not-our-org" in message
+    await asyncio.sleep(1.5)
+    assert baseten.count("POST", ENDPOINTS) == 1
+    warnings = [e for e in await kube_env.kube.events("glm") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["InvalidSpec"]
+    # A new generation is tried again.
+    await kube_env.kube.patch_spec(PLURAL, "glm", {"slug": "my-org/glm"})
+    await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
+    assert baseten.count("POST", ENDPOINTS) == 2
+
+
+async def test_adopts_existing_endpoint_by_id_annotation(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    async with httpx.AsyncClient(base_url=baseten.url) as http:
+        created = await http.post(
+            ENDPOINTS,
+            headers={"Authorization": f"Api-Key {API_KEY}"},
+            json={"slug": "my-org/legacy", "targets": [{"provider": "BASETEN", "model_id": "3kZ9xqd"}]},
+        )
+    existing = created.json()["id"]
+    baseten.reset_counts()
+    await kube_env.kube.create(
+        KIND, PLURAL, "legacy", spec(slug="my-org/legacy"), annotations={"aigw.dev/external-id": existing}
+    )
+    obj = await kube_env.kube.wait_condition(PLURAL, "legacy", "Ready", "True")
+    assert obj["status"]["id"] == existing
+    assert baseten.count("POST") == 0
+    assert len(baseten.endpoints) == 1
+
+
+async def test_api_key_never_leaks(
+    kube_env: KubeEnv,
+    baseten: BasetenSimulator,
+    operator: OperatorRunner,
+    credentials: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    baseten.faults.fail_next(1, status=500)
+    await create_ready(kube_env)
+    baseten.remove_key(API_KEY)
+    await kube_env.kube.patch_spec(PLURAL, "glm", {"targets": [{"provider": "BASETEN", "modelId": "x1"}]})
+    obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "False", reason="AccessDenied")
+    assert API_KEY not in str(obj)
+    assert API_KEY not in str(await kube_env.kube.events())
+    assert API_KEY not in caplog.text
+
+
+async def test_operator_default_credentials(kube_env: KubeEnv, baseten: BasetenSimulator) -> None:
+    settings = make_settings(kube_env.url, baseten.url)
+    settings.baseten = settings.baseten.model_copy(update={"api_key": SecretStr(API_KEY)})
+    runner = OperatorRunner(settings)
+    await runner.start()
+    try:
+        body = spec()
+        del body["credentialsSecretRef"]
+        await kube_env.kube.create(KIND, PLURAL, "glm", body)
+        await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
+    finally:
+        await runner.stop()
