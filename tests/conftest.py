@@ -130,6 +130,9 @@ class OperatorRunner:
         except BaseException as exc:
             self.error = exc
         finally:
+            # kopf waits for a threading.Event in an executor thread; release it, or that
+            # thread outlives the operator and blocks the interpreter's exit.
+            self.stop_flag.set()
             loop.close()
 
     async def start(self) -> None:
