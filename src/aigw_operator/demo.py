@@ -96,7 +96,12 @@ async def demo(timeout: float = 120.0) -> int:
         BasetenSimulator(api_keys=[DEMO_KEY]) as baseten,
         httpx.AsyncClient(base_url=kube_server.url, timeout=10) as http,
     ):
-        baseten.put_secret("anthropic-key", "sk-demo-not-a-real-key")
+        # Baseten names secrets by an id it assigns; the example refers to the secret by name.
+        secret = baseten.put_secret("anthropic-key", "sk-demo-not-a-real-key")
+        for manifest in resources:
+            for target in manifest["spec"].get("targets", []):
+                if target.get("secretId") == secret.name:
+                    target["secretId"] = secret.id
         kube = Kube(http, namespace=NAMESPACE)
         await kube.ensure_namespace(NAMESPACE)
         for crd in all_crds():
