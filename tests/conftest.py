@@ -24,9 +24,11 @@ from aigw_operator.simulators.admission import admit
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import Kube
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
+from aigw_operator.simulators.ngrok import NgrokSimulator
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bt-test-key-4d1c9a"
+NGROK_KEY = "ngrok-test-key-93be11"
 
 
 @dataclass
@@ -78,13 +80,23 @@ async def _real_cluster(kubeconfig: str) -> AsyncIterator[KubeEnv]:
 
 
 @pytest.fixture
+async def ngrok() -> AsyncIterator[NgrokSimulator]:
+    async with NgrokSimulator(api_keys=[NGROK_KEY], contract=True) as sim:
+        yield sim
+        assert sim.contract_violations == [], sim.contract_violations
+
+
+@pytest.fixture
 async def baseten() -> AsyncIterator[BasetenSimulator]:
     async with BasetenSimulator(api_keys=[API_KEY], contract=True) as sim:
         yield sim
         assert sim.contract_violations == [], sim.contract_violations
 
 
-def make_settings(kube_url: str | None, baseten_url: str, **overrides: Any) -> Settings:
+def make_settings(
+    kube_url: str | None, baseten_url: str, ngrok_url: str = "http://127.0.0.1:9", **overrides: Any
+) -> Settings:
+    fast = {"timeout": 1.0, "max_retries": 2, "backoff_base": 0.05, "backoff_cap": 0.2, "max_inline_retry_after": 5.0}
     values: dict[str, Any] = {
         "kube_api_url": kube_url,
         "resync_interval": 30.0,
@@ -94,14 +106,8 @@ def make_settings(kube_url: str | None, baseten_url: str, **overrides: Any) -> S
         "error_backoff_base": 0.2,
         "error_backoff_cap": 1.0,
         "access_denied_retry_interval": 0.5,
-        "baseten": UpstreamSettings(
-            base_url=baseten_url,
-            timeout=1.0,
-            max_retries=2,
-            backoff_base=0.05,
-            backoff_cap=0.2,
-            max_inline_retry_after=5.0,
-        ),
+        "baseten": UpstreamSettings(base_url=baseten_url, **fast),
+        "ngrok": UpstreamSettings(base_url=ngrok_url, **fast),
     }
     values.update(overrides)
     return Settings(**values)
@@ -171,8 +177,10 @@ class OperatorRunner:
 
 
 @pytest.fixture
-async def operator(kube_env: KubeEnv, baseten: BasetenSimulator) -> AsyncIterator[OperatorRunner]:
-    runner = OperatorRunner(make_settings(kube_env.url, baseten.url))
+async def operator(
+    kube_env: KubeEnv, baseten: BasetenSimulator, ngrok: NgrokSimulator
+) -> AsyncIterator[OperatorRunner]:
+    runner = OperatorRunner(make_settings(kube_env.url, baseten.url, ngrok.url))
     await runner.start()
     try:
         yield runner
@@ -183,4 +191,5 @@ async def operator(kube_env: KubeEnv, baseten: BasetenSimulator) -> AsyncIterato
 @pytest.fixture
 async def credentials(kube_env: KubeEnv) -> str:
     await kube_env.kube.put_secret("baseten", {"apiKey": API_KEY})
+    await kube_env.kube.put_secret("ngrok", {"apiKey": NGROK_KEY})
     return "baseten"

@@ -143,9 +143,9 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
 
 
 def all_kinds() -> list[KindInfo]:
-    from aigw_operator.kinds import gateway_endpoint
+    from aigw_operator.kinds import gateway_endpoint, provider
 
-    return [gateway_endpoint.INFO]
+    return [gateway_endpoint.INFO, provider.INFO]
 
 
 def all_crds() -> list[dict[str, Any]]:

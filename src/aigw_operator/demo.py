@@ -19,14 +19,16 @@ from typing import Any
 import httpx
 import yaml
 
-from aigw_operator.crds import all_crds
+from aigw_operator.crds import all_crds, all_kinds
 from aigw_operator.simulators.admission import admit
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import Kube, condition
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
+from aigw_operator.simulators.ngrok import NgrokSimulator
 
 NAMESPACE = "demo"
 DEMO_KEY = "demo-baseten-key"
+NGROK_DEMO_KEY = "demo-ngrok-key"
 
 
 def find_examples() -> Path:
@@ -51,10 +53,14 @@ async def apply(kube: Kube, manifest: dict[str, Any]) -> None:
         data.update({k: base64.b64decode(v).decode() for k, v in (manifest.get("data") or {}).items()})
         await kube.put_secret(meta["name"], data)
         return
-    plural = manifest["kind"].lower() + "s"
+    plural = _plural(manifest["kind"])
     response = await kube.create(manifest["kind"], plural, meta["name"], manifest["spec"], meta.get("annotations"))
     if response.status_code not in (200, 201):
         raise SystemExit(f"applying {manifest['kind']}/{meta['name']} failed: {response.text}")
+
+
+def _plural(kind: str) -> str:
+    return {info.kind: info.plural for info in all_kinds()}[kind]
 
 
 def render(rows: list[list[str]]) -> str:
@@ -71,7 +77,7 @@ async def snapshot(kube: Kube, resources: list[dict[str, Any]]) -> tuple[list[li
     rows = []
     all_ready = True
     for manifest in resources:
-        obj = await kube.get(manifest["kind"].lower() + "s", manifest["metadata"]["name"])
+        obj = await kube.get(_plural(manifest["kind"]), manifest["metadata"]["name"])
         ready = condition(obj, "Ready") or {}
         all_ready = all_ready and ready.get("status") == "True"
         rows.append(
@@ -94,6 +100,7 @@ async def demo(timeout: float = 120.0) -> int:
     async with (
         KubeEmulatorServer(emulator) as kube_server,
         BasetenSimulator(api_keys=[DEMO_KEY]) as baseten,
+        NgrokSimulator(api_keys=[NGROK_DEMO_KEY]) as ngrok,
         httpx.AsyncClient(base_url=kube_server.url, timeout=10) as http,
     ):
         # Baseten names secrets by an id it assigns; the example refers to the secret by name.
@@ -108,10 +115,12 @@ async def demo(timeout: float = 120.0) -> int:
             await kube.apply_crd(crd)
         print(f"Kubernetes API emulator: {kube_server.url}")
         print(f"Baseten simulator:       {baseten.url}")
+        print(f"ngrok simulator:         {ngrok.url}")
         env = dict(
             os.environ,
             AIGW_KUBE_API_URL=kube_server.url,
             AIGW_BASETEN__BASE_URL=baseten.url,
+            AIGW_NGROK__BASE_URL=ngrok.url,
             AIGW_LOG_LEVEL="WARNING",
             AIGW_SHORT_POLL_INTERVAL="1",
         )

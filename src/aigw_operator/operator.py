@@ -24,10 +24,11 @@ from aigw_operator import conditions as cond
 from aigw_operator.credentials import Credentials
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
 from aigw_operator.kinds.gateway_endpoint import GatewayEndpointAdapter
+from aigw_operator.kinds.provider import ProviderAdapter
 from aigw_operator.kube import Connection, KubeClient, ObjectRef
 from aigw_operator.reconcile import ObjectState, Reconciler, Resource
 from aigw_operator.settings import Settings, UpstreamSettings
-from aigw_operator.upstreams import baseten
+from aigw_operator.upstreams import baseten, ngrok
 from aigw_operator.upstreams.http import UpstreamClient
 
 logger = logging.getLogger("aigw_operator.operator")
@@ -72,9 +73,8 @@ def _upstream_client(name: str, upstream: UpstreamSettings) -> UpstreamClient:
         "max_inline_retry_after": upstream.max_inline_retry_after,
         "rate_limit_per_second": upstream.rate_limit_per_second,
     }
-    if name == "baseten":
-        return baseten.new_client(upstream.base_url, **options)
-    raise ValueError(f"unknown upstream {name}")
+    factories = {"baseten": baseten.new_client, "ngrok": ngrok.new_client}
+    return factories[name](upstream.base_url, **options)
 
 
 class Runtime:
@@ -83,17 +83,19 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kube = _LazyKube()
+        upstreams = {"baseten": settings.baseten, "ngrok": settings.ngrok}
         self.credentials = Credentials(
-            self.kube, {"baseten": settings.baseten.api_key}, ttl=settings.credentials_cache_ttl
+            self.kube,
+            {name: upstream.api_key for name, upstream in upstreams.items()},
+            ttl=settings.credentials_cache_ttl,
         )
-        self.upstreams = {"baseten": _upstream_client("baseten", settings.baseten)}
+        self.upstreams = {name: _upstream_client(name, upstream) for name, upstream in upstreams.items()}
+        adapters: list[Any] = [
+            GatewayEndpointAdapter(baseten.BasetenClient(self.upstreams["baseten"])),
+            ProviderAdapter(ngrok.NgrokClient(self.upstreams["ngrok"])),
+        ]
         self.reconcilers: list[Reconciler[Any, Any]] = [
-            Reconciler(
-                GatewayEndpointAdapter(baseten.BasetenClient(self.upstreams["baseten"])),
-                self.kube,
-                self.credentials,
-                settings,
-            ),
+            Reconciler(adapter, self.kube, self.credentials, settings) for adapter in adapters
         ]
         self.handles: dict[str, _Handle] = {}
         self._tempfiles: list[Any] = []

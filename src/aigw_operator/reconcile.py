@@ -130,6 +130,9 @@ class Reconciler(Generic[SpecT, ObservedT]):
         self.credentials = credentials
         self.settings = settings
         self.info = adapter.info
+        # Which resource manages which upstream object: one upstream object, one resource.
+        self._owners: dict[str, tuple[str, str]] = {}
+        self._owned: dict[str, str] = {}
 
     # ---------------------------------------------------------------- reconcile
 
@@ -166,6 +169,15 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 )
                 await self._finish(resource, state, report, warning=True)
                 return Outcome(self._resync_delay(resource))
+            if observed is not None and (other := self._claim(resource, self.adapter.upstream_id(observed))):
+                report.fail(
+                    "AlreadyManaged",
+                    f"{self._describe(observed)} is managed by {self.info.kind} {other}; "
+                    "each upstream object can be managed by one resource only",
+                    set_ready=True,
+                )
+                await self._finish(resource, state, report, warning=True)
+                return Outcome(self._resync_delay(resource))
             if observed is None:
                 observed = await self.adapter.create(api_key, spec)
                 report.event("Normal", "Created", f"created {self._describe(observed)}")
@@ -189,6 +201,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
             return await self._upstream_error(resource, state, report, exc, observed, ref)
 
         state.failures = 0
+        self._claim(resource, self.adapter.upstream_id(observed))
         readiness = self.adapter.readiness(spec, observed)
         report.set(Condition(cond.READY, "True" if readiness.ready else "False", readiness.reason, readiness.message))
         report.set(Condition(cond.SYNCED, "True", "ReconcileSuccess"))
@@ -271,6 +284,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
         policy = resource.spec.get("deletionPolicy", "Delete")
         if policy == "Orphan":
             await self._post(resource, state, "Normal", "Orphaned", "left the upstream object in place")
+            self._release(resource)
             return Outcome(None)
         ref: SecretKeyRef | None = getattr(spec, "credentials_secret_ref", None)
         try:
@@ -280,10 +294,13 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 # A create may have succeeded without its id reaching the status.
                 found = await self.adapter.find(api_key, spec)
                 upstream_id = self.adapter.upstream_id(found) if found is not None else None
+            if upstream_id and self._claim(resource, str(upstream_id)):
+                upstream_id = None  # another resource manages it: never delete it from here
             if upstream_id:
                 with contextlib.suppress(NotFound):
                     await self.adapter.delete(api_key, str(upstream_id))
                 await self._post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
+            self._release(resource)
             return Outcome(None)
         except (CredentialsMissing, UpstreamError) as exc:
             reason = "DeletionBlocked"
@@ -300,6 +317,25 @@ class Reconciler(Generic[SpecT, ObservedT]):
             return Outcome(delay, done=False)
 
     # ---------------------------------------------------------------- helpers
+
+    def _claim(self, resource: Resource, upstream_id: str) -> str | None:
+        """Record that ``resource`` manages ``upstream_id``; the other owner's name if taken."""
+        uid = resource.ref.uid
+        owner = self._owners.get(upstream_id)
+        # The resource whose status already names the object keeps it (e.g. after a restart).
+        if owner and owner[0] != uid and resource.status.get("id") != upstream_id:
+            return owner[1]
+        previous = self._owned.get(uid)
+        if previous and previous != upstream_id:
+            self._owners.pop(previous, None)
+        self._owners[upstream_id] = (uid, f"{resource.ref.namespace}/{resource.ref.name}")
+        self._owned[uid] = upstream_id
+        return None
+
+    def _release(self, resource: Resource) -> None:
+        upstream_id = self._owned.pop(resource.ref.uid, None)
+        if upstream_id and self._owners.get(upstream_id, ("",))[0] == resource.ref.uid:
+            del self._owners[upstream_id]
 
     def _parse(self, resource: Resource) -> SpecT:
         model: type[SpecT] = self.info.spec_model  # type: ignore[assignment]

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # Client-side limits stay below the vendors' own: Baseten 100/s per key, ngrok about 120/min.
     baseten: UpstreamSettings = Field(
         default_factory=lambda: UpstreamSettings(base_url="https://api.baseten.co", rate_limit_per_second=50)
+    )
+    ngrok: UpstreamSettings = Field(
+        default_factory=lambda: UpstreamSettings(base_url="https://api.ngrok.ai", rate_limit_per_second=1.5)
     )

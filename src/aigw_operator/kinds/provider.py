@@ -1,0 +1,235 @@
+"""Provider: an ngrok AI Gateway provider (a model server reachable as ``providerId:modelId``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from aigw_operator.kinds.common import (
+    AGE_COLUMN,
+    READY_COLUMNS,
+    CamelModel,
+    CommonStatus,
+    DeletionPolicy,
+    KindInfo,
+    PrinterColumn,
+    SecretKeyRef,
+    cel,
+    immutable,
+    validations,
+)
+from aigw_operator.reconcile import Readiness
+from aigw_operator.upstreams.ngrok import NgrokClient, Provider
+
+ModelId = Annotated[str, Field(min_length=1, max_length=255)]
+
+# https everywhere; plain http only to ngrok's private .internal endpoints.
+BASE_URL_RULE = cel(
+    "isURL(self) && (url(self).getScheme() == 'https' || "
+    "(url(self).getScheme() == 'http' && url(self).getHostname().endsWith('.internal')))",
+    "baseUrl must be an https URL (http is allowed only for ngrok .internal hosts)",
+)
+
+
+class SupportedParamSpec(CamelModel):
+    """A request parameter the provider understands."""
+
+    name: str = Field(min_length=1, max_length=255, description="Parameter name, e.g. temperature.")
+
+
+class ApiSurfaceSpec(CamelModel):
+    """An API the provider speaks."""
+
+    format: str = Field(min_length=1, max_length=64, description="API format, e.g. openai or anthropic.")
+    surface: str | None = Field(
+        default=None, max_length=64, description="API surface, e.g. chat-completions, responses or messages."
+    )
+    supported_params: list[SupportedParamSpec] | None = Field(
+        default=None, max_length=100, description="Parameters this surface supports."
+    )
+
+    def to_upstream(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": self.format}
+        if self.surface is not None:
+            data["surface"] = self.surface
+        if self.supported_params is not None:
+            data["supportedParams"] = [{"name": p.name} for p in self.supported_params]
+        return data
+
+
+class ProviderSpec(CamelModel):
+    """The desired ngrok AI Gateway provider."""
+
+    provider_id: str = Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^:\s]+$",
+        description="Identifier used in model strings (providerId:modelId), unique in the ngrok account. Immutable.",
+        json_schema_extra=immutable("providerId"),
+    )
+    name: str = Field(min_length=1, max_length=255, description="User-friendly label for the provider.")
+    base_url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Base URL of the provider's API: https, or http for ngrok .internal hosts.",
+        json_schema_extra=validations(BASE_URL_RULE),
+    )
+    metadata: str | None = Field(
+        default=None, max_length=4096, description="Arbitrary metadata. Unset: whatever ngrok has is left alone."
+    )
+    supported_api_surfaces: list[ApiSurfaceSpec] | None = Field(
+        default=None,
+        max_length=32,
+        description="API surfaces the provider supports. Unset: whatever ngrok has is left alone.",
+    )
+    models: list[ModelId] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Model ids served by the provider, the full set (order does not matter). "
+        "An empty list removes every model; unset leaves ngrok's models alone.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding an ngrok API key. Unset: the operator's default ngrok key.",
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default="Delete",
+        description="Delete: delete the ngrok provider with this resource. Orphan: leave it in ngrok.",
+    )
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"providerId": self.provider_id, "name": self.name, "baseUrl": self.base_url}
+        data.update(self._managed())
+        return data
+
+    def _managed(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.metadata is not None:
+            data["metadata"] = self.metadata
+        if self.supported_api_surfaces is not None:
+            data["supportedApiSurfaces"] = [s.to_upstream() for s in self.supported_api_surfaces]
+        if self.models is not None:
+            data["models"] = [{"modelId": m} for m in self.models]
+        return data
+
+
+class ActorRef(CamelModel):
+    """An ngrok API identity."""
+
+    id: str = Field(description="Id of the API key or user.")
+    uri: str | None = Field(default=None, description="URI of that identity in the ngrok API.")
+
+
+class ProviderModelStatus(CamelModel):
+    """A model attached to the provider in ngrok."""
+
+    id: str | None = Field(default=None, description="ngrok's id of the model entry.")
+    model_id: str = Field(description="The model id, as used in providerId:modelId.")
+
+
+class ProviderStatus(CommonStatus):
+    """What the operator last observed in ngrok."""
+
+    uri: str | None = Field(default=None, description="URI of the provider in the ngrok API.")
+    provider_id: str | None = Field(default=None, description="The provider's providerId in ngrok.")
+    created_by: ActorRef | None = Field(default=None, description="Who created the provider.")
+    last_updated_by: ActorRef | None = Field(default=None, description="Who last updated the provider.")
+    models: list[ProviderModelStatus] | None = Field(default=None, description="Models attached in ngrok.")
+
+
+INFO = KindInfo(
+    kind="Provider",
+    plural="providers",
+    singular="provider",
+    short_names=("aigwp",),
+    description="An ngrok AI Gateway provider: a model server the gateway routes providerId:modelId to.",
+    spec_model=ProviderSpec,
+    status_model=ProviderStatus,
+    printer_columns=(
+        PrinterColumn("Provider ID", ".spec.providerId", description="providerId in model strings"),
+        PrinterColumn("Base URL", ".spec.baseUrl", description="Where the gateway sends requests"),
+        PrinterColumn("Models", ".spec.models", description="Model ids"),
+        *READY_COLUMNS,
+        AGE_COLUMN,
+    ),
+)
+
+
+def _surfaces(items: list[dict[str, Any]]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Surfaces in a comparable form: order of surfaces and of parameters is not drift."""
+    return sorted(
+        (
+            item["format"],
+            item.get("surface") or "",
+            tuple(sorted(p["name"] for p in item.get("supportedParams") or [])),
+        )
+        for item in items
+    )
+
+
+class ProviderAdapter:
+    """Observe / create / update / delete ngrok providers for the generic loop."""
+
+    info = INFO
+    upstream = "ngrok"
+
+    def __init__(self, client: NgrokClient) -> None:
+        self.client = client
+
+    async def get(self, api_key: str, upstream_id: str) -> Provider:
+        return await self.client.get(api_key, upstream_id)
+
+    async def find(self, api_key: str, spec: ProviderSpec) -> Provider | None:
+        # providerId is unique per account: a lost create, or a provider made by hand, is found by it.
+        return await self.client.find_by_provider_id(api_key, spec.provider_id)
+
+    async def create(self, api_key: str, spec: ProviderSpec) -> Provider:
+        return await self.client.create(api_key, spec.payload())
+
+    def diff(self, spec: ProviderSpec, observed: Provider) -> dict[str, Any] | None:
+        changes: dict[str, Any] = {}
+        if spec.name != observed.name:
+            changes["name"] = spec.name
+        if spec.base_url != observed.base_url:
+            changes["baseUrl"] = spec.base_url
+        if spec.metadata is not None and spec.metadata != (observed.metadata or ""):
+            changes["metadata"] = spec.metadata
+        if spec.supported_api_surfaces is not None:
+            desired = [s.to_upstream() for s in spec.supported_api_surfaces]
+            current = [s.model_dump(by_alias=True, exclude_none=True) for s in observed.supported_api_surfaces or []]
+            if _surfaces(desired) != _surfaces(current):
+                changes["supportedApiSurfaces"] = desired
+        if spec.models is not None:
+            current_models = {m.model_id for m in observed.models or []}
+            if set(spec.models) != current_models:
+                changes["models"] = [{"modelId": m} for m in spec.models]
+        return changes or None
+
+    async def update(self, api_key: str, observed: Provider, spec: ProviderSpec, changes: dict[str, Any]) -> Provider:
+        return await self.client.patch(api_key, observed.id, changes)
+
+    async def delete(self, api_key: str, upstream_id: str) -> None:
+        await self.client.delete(api_key, upstream_id)
+
+    def upstream_id(self, observed: Provider) -> str:
+        return observed.id
+
+    def readiness(self, spec: ProviderSpec, observed: Provider) -> Readiness:
+        count = len(observed.models or [])
+        return Readiness(True, "Available", f"{observed.provider_id} at {observed.base_url} with {count} model(s)")
+
+    def status_fields(self, observed: Provider) -> dict[str, Any]:
+        return {
+            "id": observed.id,
+            "uri": observed.uri,
+            "providerId": observed.provider_id,
+            "createdAt": observed.created_at,
+            "updatedAt": observed.updated_at,
+            "createdBy": observed.created_by.model_dump(exclude_none=True) if observed.created_by else None,
+            "lastUpdatedBy": (
+                observed.last_updated_by.model_dump(exclude_none=True) if observed.last_updated_by else None
+            ),
+            "models": [m.model_dump(by_alias=True, exclude_none=True) for m in observed.models or []],
+        }
