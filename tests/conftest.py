@@ -62,8 +62,10 @@ async def _real_cluster(kubeconfig: str) -> AsyncIterator[KubeEnv]:
     configuration = client.Configuration()
     config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     headers = {}
-    if configuration.api_key.get("authorization"):
-        headers["Authorization"] = configuration.api_key["authorization"]
+    # The client's loader has stored the token under either name, depending on its version.
+    token = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
+    if token:
+        headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
     cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
     verify: Any = configuration.ssl_ca_cert or configuration.verify_ssl
     os.environ["KUBECONFIG"] = kubeconfig

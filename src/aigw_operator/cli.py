@@ -1,4 +1,4 @@
-"""``aigw-operator run | demo | crds``."""
+"""``aigw-operator run | demo | crds | drain``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     crd = commands.add_parser("crds", help="print the CRDs generated from the models, or write them")
     crd.add_argument("--output-dir", type=Path, help="write one YAML file per CRD here instead of printing")
 
+    drain = commands.add_parser(
+        "drain",
+        help="uninstall aid: remove the operator's finalizer from every aigw.dev resource (orphans upstream objects)",
+    )
+    drain.add_argument("--kube-api-url", help="talk to this API server without credentials (the emulator)")
+    drain.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, then $KUBECONFIG or ~/.kube/config")
+    drain.add_argument("--context", help="kubeconfig context")
+    drain.add_argument("--namespace", "-n", help="only this namespace; default: all namespaces")
+    drain.add_argument("--dry-run", action="store_true", help="list what would be released, change nothing")
+    drain.add_argument(
+        "--verify-after", type=float, default=2.0, help="seconds to wait before checking no operator re-added it"
+    )
+
     args = parser.parse_args(argv)
     if args.command == "crds":
         if args.output_dir:
@@ -43,6 +56,19 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.run(run_operator(settings, liveness_endpoint=args.liveness))
         return 0
+    if args.command == "drain":
+        from aigw_operator import drain as drain_module
+
+        return asyncio.run(
+            drain_module.run(
+                args.kube_api_url,
+                kubeconfig=args.kubeconfig,
+                context=args.context,
+                namespace=args.namespace,
+                dry_run=args.dry_run,
+                verify_after=args.verify_after,
+            )
+        )
     if args.command == "demo":
         from aigw_operator.demo import demo as run_demo
 

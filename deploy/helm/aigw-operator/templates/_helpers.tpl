@@ -1,0 +1,91 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "aigw-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "aigw-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "aigw-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "aigw-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aigw-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "aigw-operator.labels" -}}
+helm.sh/chart: {{ include "aigw-operator.chart" . }}
+{{ include "aigw-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: aigw-operator
+{{- end }}
+
+{{- define "aigw-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "aigw-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "aigw-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the default Baseten key: the user's, the chart's, or none (empty). */}}
+{{- define "aigw-operator.basetenSecretName" -}}
+{{- if .Values.baseten.apiKey.existingSecret }}
+{{- .Values.baseten.apiKey.existingSecret }}
+{{- else if .Values.baseten.apiKey.value }}
+{{- printf "%s-baseten" (include "aigw-operator.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The custom resources' plurals, read from the generated CRDs so RBAC follows new kinds. */}}
+{{- define "aigw-operator.plurals" -}}
+{{- $plurals := list }}
+{{- range $path, $_ := .Files.Glob "files/crds/*.yaml" }}
+{{- $plurals = append $plurals ($.Files.Get $path | fromYaml).spec.names.plural }}
+{{- end }}
+{{- $plurals | sortAlpha | toJson }}
+{{- end }}
+
+{{/* Rules for the custom resources, shared by the ClusterRole and the per-namespace Roles. */}}
+{{- define "aigw-operator.namespacedRules" -}}
+{{- $plurals := include "aigw-operator.plurals" . | fromJsonArray -}}
+- apiGroups: ["aigw.dev"]
+  resources: {{ $plurals | toJson }}
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["aigw.dev"]
+  resources:
+  {{- range $plurals }}
+    - {{ printf "%s/status" . }}
+  {{- end }}
+  verbs: ["patch"]
+# kopf patches Events it posted; the operator only creates them.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Only to read the keys named by spec.credentialsSecretRef; never list or watch.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}

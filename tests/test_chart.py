@@ -1,0 +1,433 @@
+"""The Helm chart, rendered and linted by real Helm (Helm's Go SDK through helm-python-sdk),
+checked against the Kubernetes schemas (kubernetes-validate) and against deploy/crds."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "deploy" / "helm" / "aigw-operator"
+CRDS = REPO / "deploy" / "crds"
+RELEASE = "aigw"
+NAMESPACE = "aigw-system"
+KUBE_VERSIONS = ["1.29.0", "1.33.0"]
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespaced": {"watch": {"namespaces": ["team-a", "team-b"]}},
+    "existing-secret": {"baseten": {"apiKey": {"existingSecret": "baseten-credentials", "secretKey": "token"}}},
+    "created-secret": {"baseten": {"apiKey": {"value": "bt-secret-value"}}},
+    "no-crds": {"crds": {"install": False}},
+    "everything": {
+        "watch": {"namespaces": ["team-a"]},
+        "image": {"digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-wave": "-10"}},
+        "operator": {
+            "logLevel": "DEBUG",
+            "logFormat": "text",
+            "resyncInterval": 60,
+            "shortPollInterval": 2.5,
+            "extraEnv": [{"name": "AIGW_BASETEN__RATE_LIMIT_PER_SECOND", "value": "20"}],
+        },
+        "baseten": {"baseUrl": "https://baseten.example", "apiKey": {"value": "k"}},
+        "serviceAccount": {"create": True, "name": "custom-sa", "annotations": {"a": "b"}},
+        "podAnnotations": {"x": "y"},
+        "podLabels": {"team": "ai"},
+        "priorityClassName": "system-cluster-critical",
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}
+                    ]
+                }
+            }
+        },
+        "podDisruptionBudget": {"enabled": True},
+        "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    },
+    "paused-no-rbac": {"replicaCount": 0, "rbac": {"create": False}, "serviceAccount": {"create": False}},
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    manifests = chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[dict[str, Any]] = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def notes(chart: helm.Chart, values: dict[str, Any]) -> str:
+    manifests = chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [found] = of_kind(objects, kind)
+    return found
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [result] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(result)
+
+
+def env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(objects).get("env", [])}
+
+
+# ------------------------------------------------------------------ lint and schema validation
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lint_strict(name: str) -> None:
+    report = helm.lint(CHART, copy.deepcopy(VALUE_SETS[name]), strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rendered_objects_validate_against_kubernetes_schemas(chart: helm.Chart, name: str, kube_version: str) -> None:
+    objects = render(chart, VALUE_SETS[name])
+    assert objects
+    for obj in objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # Prometheus Operator's CRD: not in the Kubernetes schemas; checked below.
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']} {obj['metadata'].get('name')}: {exc.message} at {list(exc.path)}")
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_object_is_labelled_and_namespaced_correctly(chart: helm.Chart, name: str) -> None:
+    for obj in render(chart, VALUE_SETS[name]):
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "aigw-operator", obj["metadata"]
+        if obj["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+            assert "namespace" not in obj["metadata"]
+        elif obj["kind"] not in ("Role", "RoleBinding"):
+            assert obj["metadata"]["namespace"] == NAMESPACE
+
+
+# ------------------------------------------------------------------ the Deployment
+
+
+def test_defaults_deployment(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    main = container(objects)
+    assert main["image"] == "ghcr.io/aigw-dev/aigw-operator:0.1.0"
+    assert [*main["command"], *main["args"]] == ["aigw-operator", "run", "--liveness", "http://0.0.0.0:8080/healthz"]
+    probe = main["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    assert {p["name"]: p["containerPort"] for p in main["ports"]}[probe["port"]] == 8080
+    security = main["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {m["mountPath"] for m in main["volumeMounts"]} == {"/tmp"}
+    assert env(objects) == {
+        "AIGW_RESYNC_INTERVAL": "300",
+        "AIGW_SHORT_POLL_INTERVAL": "5",
+        "AIGW_LOG_LEVEL": "INFO",
+        "AIGW_LOG_FORMAT": "json",
+        "AIGW_BASETEN__BASE_URL": "https://api.baseten.co",
+    }
+    assert main["resources"]["limits"]["memory"] == "256Mi"
+    # Without any key configured, no Secret exists and none is referenced.
+    assert of_kind(objects, "Secret") == []
+    assert of_kind(objects, "PodDisruptionBudget") == []
+    assert of_kind(objects, "Service") == []
+    assert of_kind(objects, "ServiceMonitor") == []
+
+
+def test_env_values_reach_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The env the chart renders is what Settings parses: names, JSON list and numbers."""
+    from aigw_operator.settings import Settings
+
+    values = VALUE_SETS["everything"]
+    for name, value in env(render(chart, values)).items():
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.namespaces == ["team-a"]
+    assert settings.resync_interval == 60
+    assert settings.short_poll_interval == 2.5
+    assert settings.log_level == "DEBUG"
+    assert settings.log_format == "text"
+    assert settings.baseten.base_url == "https://baseten.example"
+    assert settings.baseten.rate_limit_per_second == 20
+
+
+def test_everything_value_set(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["everything"])
+    pod = one(objects, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "ai"
+    assert pod["metadata"]["annotations"]["x"] == "y"
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == "custom-sa"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert "nodeAffinity" in spec["affinity"]
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert container(objects)["image"] == "ghcr.io/aigw-dev/aigw-operator@sha256:" + "a" * 64
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    service = one(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert "metrics" in {p["name"] for p in container(objects)["ports"]}
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    for crd in of_kind(objects, "CustomResourceDefinition"):
+        assert crd["metadata"]["annotations"] == {"argocd.argoproj.io/sync-wave": "-10"}
+
+
+def test_paused_without_rbac(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["paused-no-rbac"])
+    assert one(objects, "Deployment")["spec"]["replicas"] == 0
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+# ------------------------------------------------------------------ credentials
+
+
+def test_existing_secret_is_referenced_not_created(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["existing-secret"])
+    assert of_kind(objects, "Secret") == []
+    assert env(objects)["AIGW_BASETEN__API_KEY"] == {"secretKeyRef": {"name": "baseten-credentials", "key": "token"}}
+
+
+def test_created_secret_holds_the_key_and_rolls_the_pod(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["created-secret"])
+    secret = one(objects, "Secret")
+    assert base64.b64decode(secret["data"]["apiKey"]).decode() == "bt-secret-value"
+    assert env(objects)["AIGW_BASETEN__API_KEY"] == {
+        "secretKeyRef": {"name": secret["metadata"]["name"], "key": "apiKey"}
+    }
+    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    changed = render(chart, {"baseten": {"apiKey": {"value": "rotated"}}})
+    rotated = one(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/secret"] != rotated["checksum/secret"]
+    # The key itself appears only in the Secret.
+    for obj in objects:
+        if obj["kind"] != "Secret":
+            assert "bt-secret-value" not in json.dumps(obj)
+
+
+# ------------------------------------------------------------------ RBAC
+
+
+def _rules(obj: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    result: dict[tuple[str, str], set[str]] = {}
+    for rule in obj["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                result.setdefault((group, resource), set()).update(rule["verbs"])
+    return result
+
+
+def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
+    from aigw_operator.crds import all_kinds
+
+    expected: dict[tuple[str, str], set[str]] = {
+        ("", "events"): {"create", "patch"},
+        ("", "secrets"): {"get"},
+    }
+    for info in all_kinds():
+        expected[("aigw.dev", info.plural)] = {"get", "list", "watch", "patch"}
+        expected[("aigw.dev", f"{info.plural}/status")] = {"patch"}
+    return expected
+
+
+def test_rbac_cluster_wide(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    assert of_kind(objects, "Role") == [] and of_kind(objects, "RoleBinding") == []
+    rules = _rules(one(objects, "ClusterRole"))
+    assert rules == {
+        **_expected_namespaced_rules(),
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+        ("", "namespaces"): {"list", "watch"},
+    }
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    account = one(objects, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}]
+
+
+def test_rbac_namespaced(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["namespaced"])
+    assert json.loads(env(objects)["AIGW_NAMESPACES"]) == ["team-a", "team-b"]
+    # Cluster-wide, only what kopf's CRD scan needs: no Secrets, no custom resources.
+    assert _rules(one(objects, "ClusterRole")) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}
+    }
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert _rules(role) == _expected_namespaced_rules()
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[0]["metadata"]["name"],
+        }
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rbac_has_no_wildcards(chart: helm.Chart, name: str) -> None:
+    for obj in render(chart, VALUE_SETS[name]):
+        for rule in obj.get("rules", []) if obj["kind"] in ("Role", "ClusterRole") else []:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+
+
+# ------------------------------------------------------------------ CRDs
+
+
+def test_chart_crd_files_are_copies_of_deploy_crds() -> None:
+    chart_files = {p.name: p.read_text() for p in sorted((CHART / "files" / "crds").glob("*.yaml"))}
+    generated = {p.name: p.read_text() for p in sorted(CRDS.glob("*.yaml"))}
+    assert chart_files == generated, (
+        "the chart's CRDs differ from deploy/crds: run "
+        "`aigw-operator crds --output-dir deploy/crds && "
+        "aigw-operator crds --output-dir deploy/helm/aigw-operator/files/crds`"
+    )
+
+
+def test_rendered_crds_equal_deploy_crds(chart: helm.Chart) -> None:
+    rendered = {c["metadata"]["name"]: c for c in of_kind(render(chart, {}), "CustomResourceDefinition")}
+    expected = {c["metadata"]["name"]: c for c in (yaml.safe_load(p.read_text()) for p in CRDS.glob("*.yaml"))}
+    assert rendered.keys() == expected.keys()
+    for name, crd in rendered.items():
+        assert crd["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        assert crd == expected[name], name
+
+
+def test_crds_can_be_left_out(chart: helm.Chart) -> None:
+    assert of_kind(render(chart, VALUE_SETS["no-crds"]), "CustomResourceDefinition") == []
+    # RBAC still follows every kind even when the CRDs are installed some other way.
+    assert ("aigw.dev", "gatewayendpoints") in _rules(one(render(chart, VALUE_SETS["no-crds"]), "ClusterRole"))
+
+
+# ------------------------------------------------------------------ values.schema.json
+
+
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
+
+
+def _paths(values: Any, schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any] | None]]:
+    if isinstance(values, dict) and "properties" in schema:
+        for key, value in values.items():
+            sub = schema["properties"].get(key)
+            yield f"{prefix}{key}", sub
+            if sub is not None:
+                yield from _paths(value, sub, f"{prefix}{key}.")
+
+
+def test_schema_covers_every_value() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [path for path, sub in _paths(defaults, _schema()) if sub is None]
+    assert missing == []
+    undocumented = [
+        path
+        for path, sub in _paths(defaults, _schema())
+        if sub is not None and not sub.get("description") and sub.get("type") != "object"
+    ]
+    assert undocumented == []
+    jsonschema.Draft7Validator.check_schema(_schema())
+    jsonschema.validate(defaults, _schema())
+
+
+BAD_VALUES: dict[str, dict[str, Any]] = {
+    "two replicas": {"replicaCount": 2},
+    "unknown log level": {"operator": {"logLevel": "TRACE"}},
+    "unknown log format": {"operator": {"logFormat": "yaml"}},
+    "namespaces as a string": {"watch": {"namespaces": "default"}},
+    "invalid namespace name": {"watch": {"namespaces": ["Team_A"]}},
+    "unknown top-level key": {"replicas": 1},
+    "typo in a nested key": {"baseten": {"apiKey": {"existingSecrets": "x"}}},
+    "base URL without scheme": {"baseten": {"baseUrl": "api.baseten.co"}},
+    "zero resync": {"operator": {"resyncInterval": 0}},
+    "bad pull policy": {"image": {"pullPolicy": "Sometimes"}},
+    "port out of range": {"liveness": {"port": 70000}},
+    "bad digest": {"image": {"digest": "latest"}},
+    "bad scrape interval": {"metrics": {"serviceMonitor": {"interval": "soon"}}},
+    "crds.install not a boolean": {"crds": {"install": "yes"}},
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_schema_rejects_bad_values(chart: helm.Chart, case: str) -> None:
+    values = BAD_VALUES[case]
+    merged = chart.merge_values(copy.deepcopy(values))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(merged, _schema())
+    # Helm itself refuses to render them.
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+
+
+# ------------------------------------------------------------------ NOTES.txt
+
+
+def test_notes_explain_the_first_resource(chart: helm.Chart) -> None:
+    text = notes(chart, {})
+    assert "kind: GatewayEndpoint" in text
+    assert "kubectl -n default apply -f -" in text
+    assert "credentialsSecretRef" in text  # no default key: the user needs a Secret
+    assert "aigw-operator drain" in text
+    namespaced = notes(chart, {**VALUE_SETS["namespaced"], **VALUE_SETS["created-secret"]})
+    assert "kubectl -n team-a apply -f -" in namespaced
+    assert "credentialsSecretRef" not in namespaced
+    # The manifest in the notes is valid for the CRD's schema as the emulator's admission sees it.
+    manifest = namespaced.split("apply -f -\n", 1)[1].split("  YAML", 1)[0]
+    body = yaml.safe_load("\n".join(line[2:] for line in manifest.splitlines()))
+    from aigw_operator.kinds.gateway_endpoint import INFO
+
+    INFO.spec_model.model_validate(body["spec"])
