@@ -24,11 +24,14 @@ from aigw_operator.simulators.admission import admit
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import Kube
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
+from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bt-test-key-4d1c9a"
 NGROK_KEY = "ngrok-test-key-93be11"
+REGISTRY_KEY = "registry-admin-key-5521ab"
+OPENAI_KEY = "sk-canary-openai-key-0f3e9d"
 
 
 @dataclass
@@ -89,6 +92,12 @@ async def ngrok() -> AsyncIterator[NgrokSimulator]:
 
 
 @pytest.fixture
+async def registry() -> AsyncIterator[ModelRegistrySimulator]:
+    async with ModelRegistrySimulator(admin_key=REGISTRY_KEY, tenants=["team-a"]) as sim:
+        yield sim
+
+
+@pytest.fixture
 async def baseten() -> AsyncIterator[BasetenSimulator]:
     async with BasetenSimulator(api_keys=[API_KEY], contract=True) as sim:
         yield sim
@@ -96,7 +105,11 @@ async def baseten() -> AsyncIterator[BasetenSimulator]:
 
 
 def make_settings(
-    kube_url: str | None, baseten_url: str, ngrok_url: str = "http://127.0.0.1:9", **overrides: Any
+    kube_url: str | None,
+    baseten_url: str,
+    ngrok_url: str = "http://127.0.0.1:9",
+    registry_url: str = "http://127.0.0.1:9",
+    **overrides: Any,
 ) -> Settings:
     fast = {"timeout": 1.0, "max_retries": 2, "backoff_base": 0.05, "backoff_cap": 0.2, "max_inline_retry_after": 5.0}
     values: dict[str, Any] = {
@@ -110,6 +123,7 @@ def make_settings(
         "access_denied_retry_interval": 0.5,
         "baseten": UpstreamSettings(base_url=baseten_url, **fast),
         "ngrok": UpstreamSettings(base_url=ngrok_url, **fast),
+        "model_registry": UpstreamSettings(base_url=f"{registry_url}/api/v1", **fast),
     }
     values.update(overrides)
     return Settings(**values)
@@ -180,9 +194,9 @@ class OperatorRunner:
 
 @pytest.fixture
 async def operator(
-    kube_env: KubeEnv, baseten: BasetenSimulator, ngrok: NgrokSimulator
+    kube_env: KubeEnv, baseten: BasetenSimulator, ngrok: NgrokSimulator, registry: ModelRegistrySimulator
 ) -> AsyncIterator[OperatorRunner]:
-    runner = OperatorRunner(make_settings(kube_env.url, baseten.url, ngrok.url))
+    runner = OperatorRunner(make_settings(kube_env.url, baseten.url, ngrok.url, registry.url))
     await runner.start()
     try:
         yield runner
@@ -194,4 +208,6 @@ async def operator(
 async def credentials(kube_env: KubeEnv) -> str:
     await kube_env.kube.put_secret("baseten", {"apiKey": API_KEY})
     await kube_env.kube.put_secret("ngrok", {"apiKey": NGROK_KEY})
+    await kube_env.kube.put_secret("registry", {"apiKey": REGISTRY_KEY})
+    await kube_env.kube.put_secret("openai", {"apiKey": OPENAI_KEY})
     return "baseten"

@@ -143,9 +143,9 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
 
 
 def all_kinds() -> list[KindInfo]:
-    from aigw_operator.kinds import gateway_endpoint, provider
+    from aigw_operator.kinds import gateway_endpoint, model, provider
 
-    return [gateway_endpoint.INFO, provider.INFO]
+    return [gateway_endpoint.INFO, provider.INFO, model.INFO]
 
 
 def all_crds() -> list[dict[str, Any]]:

@@ -48,6 +48,10 @@ class Credentials:
             value = default.get_secret_value()
             register_secret(value)
             return value
+        return await self.secret_value(namespace, ref)
+
+    async def secret_value(self, namespace: str, ref: SecretKeyRef) -> str:
+        """Any Secret value a spec refers to (e.g. a key the upstream object must hold)."""
         cache_key = (namespace, ref.name, ref.key)
         cached = self._cache.get(cache_key)
         if cached and time.monotonic() - cached[0] < self._ttl:

@@ -24,11 +24,13 @@ from aigw_operator.simulators.admission import admit
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import Kube, condition
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
+from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
 
 NAMESPACE = "demo"
 DEMO_KEY = "demo-baseten-key"
 NGROK_DEMO_KEY = "demo-ngrok-key"
+REGISTRY_DEMO_KEY = "demo-registry-key"
 
 
 def find_examples() -> Path:
@@ -101,6 +103,7 @@ async def demo(timeout: float = 120.0) -> int:
         KubeEmulatorServer(emulator) as kube_server,
         BasetenSimulator(api_keys=[DEMO_KEY]) as baseten,
         NgrokSimulator(api_keys=[NGROK_DEMO_KEY]) as ngrok,
+        ModelRegistrySimulator(admin_key=REGISTRY_DEMO_KEY) as registry,
         httpx.AsyncClient(base_url=kube_server.url, timeout=10) as http,
     ):
         # Baseten names secrets by an id it assigns; the example refers to the secret by name.
@@ -116,11 +119,13 @@ async def demo(timeout: float = 120.0) -> int:
         print(f"Kubernetes API emulator: {kube_server.url}")
         print(f"Baseten simulator:       {baseten.url}")
         print(f"ngrok simulator:         {ngrok.url}")
+        print(f"model registry:          {registry.url}/api/v1")
         env = dict(
             os.environ,
             AIGW_KUBE_API_URL=kube_server.url,
             AIGW_BASETEN__BASE_URL=baseten.url,
             AIGW_NGROK__BASE_URL=ngrok.url,
+            AIGW_MODEL_REGISTRY__BASE_URL=f"{registry.url}/api/v1",
             AIGW_LOG_LEVEL="WARNING",
             AIGW_SHORT_POLL_INTERVAL="1",
         )

@@ -24,11 +24,12 @@ from aigw_operator import conditions as cond
 from aigw_operator.credentials import Credentials
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
 from aigw_operator.kinds.gateway_endpoint import GatewayEndpointAdapter
+from aigw_operator.kinds.model import ModelAdapter
 from aigw_operator.kinds.provider import ProviderAdapter
 from aigw_operator.kube import Connection, KubeClient, ObjectRef
 from aigw_operator.reconcile import ObjectState, Reconciler, Resource
 from aigw_operator.settings import Settings, UpstreamSettings
-from aigw_operator.upstreams import baseten, ngrok
+from aigw_operator.upstreams import baseten, model_registry, ngrok
 from aigw_operator.upstreams.http import UpstreamClient
 
 logger = logging.getLogger("aigw_operator.operator")
@@ -73,7 +74,7 @@ def _upstream_client(name: str, upstream: UpstreamSettings) -> UpstreamClient:
         "max_inline_retry_after": upstream.max_inline_retry_after,
         "rate_limit_per_second": upstream.rate_limit_per_second,
     }
-    factories = {"baseten": baseten.new_client, "ngrok": ngrok.new_client}
+    factories = {"baseten": baseten.new_client, "ngrok": ngrok.new_client, "model-registry": model_registry.new_client}
     return factories[name](upstream.base_url, **options)
 
 
@@ -83,7 +84,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kube = _LazyKube()
-        upstreams = {"baseten": settings.baseten, "ngrok": settings.ngrok}
+        upstreams = {"baseten": settings.baseten, "ngrok": settings.ngrok, "model-registry": settings.model_registry}
         self.credentials = Credentials(
             self.kube,
             {name: upstream.api_key for name, upstream in upstreams.items()},
@@ -93,6 +94,7 @@ class Runtime:
         adapters: list[Any] = [
             GatewayEndpointAdapter(baseten.BasetenClient(self.upstreams["baseten"])),
             ProviderAdapter(ngrok.NgrokClient(self.upstreams["ngrok"])),
+            ModelAdapter(model_registry.ModelRegistryClient(self.upstreams["model-registry"])),
         ]
         self.reconcilers: list[Reconciler[Any, Any]] = [
             Reconciler(adapter, self.kube, self.credentials, settings) for adapter in adapters

@@ -34,6 +34,9 @@ from aigw_operator.upstreams.http import (
 
 logger = logging.getLogger("aigw_operator.reconcile")
 
+# Refusals that only a new spec can cure: no upstream call until the generation changes.
+TERMINAL_REASONS = ("InvalidSpec", "RecreateRequired")
+
 SpecT = TypeVar("SpecT", bound=pydantic.BaseModel)
 SpecT_contra = TypeVar("SpecT_contra", bound=pydantic.BaseModel, contravariant=True)
 ObservedT = TypeVar("ObservedT")
@@ -54,14 +57,14 @@ class Adapter(Protocol[SpecT_contra, ObservedT]):
     info: KindInfo
     upstream: str
 
-    async def get(self, api_key: str, upstream_id: str) -> ObservedT: ...
+    async def get(self, api_key: str, spec: SpecT_contra, upstream_id: str) -> ObservedT: ...
     async def find(self, api_key: str, spec: SpecT_contra) -> ObservedT | None: ...
     async def create(self, api_key: str, spec: SpecT_contra) -> ObservedT: ...
     def diff(self, spec: SpecT_contra, observed: ObservedT) -> dict[str, Any] | None: ...
     async def update(
         self, api_key: str, observed: ObservedT, spec: SpecT_contra, changes: dict[str, Any]
     ) -> ObservedT: ...
-    async def delete(self, api_key: str, upstream_id: str) -> None: ...
+    async def delete(self, api_key: str, spec: SpecT_contra, upstream_id: str) -> None: ...
     def upstream_id(self, observed: ObservedT) -> str: ...
     def readiness(self, spec: SpecT_contra, observed: ObservedT) -> Readiness: ...
     def status_fields(self, observed: ObservedT) -> dict[str, Any]: ...
@@ -150,14 +153,20 @@ class Reconciler(Generic[SpecT, ObservedT]):
             return Outcome(None)
 
         synced = cond.find(resource.status.get("conditions"), cond.SYNCED)
-        if synced and synced.get("reason") == "InvalidSpec" and synced.get("observedGeneration") == resource.generation:
+        if (
+            synced
+            and synced.get("status") == "False"
+            and synced.get("reason") in TERMINAL_REASONS
+            and synced.get("observedGeneration") == resource.generation
+        ):
             # The upstream refused this very spec: asking again would only be refused again.
             return Outcome(None)
 
         ref: SecretKeyRef | None = getattr(spec, "credentials_secret_ref", None)
         observed: ObservedT | None = None
         try:
-            api_key = await self.credentials.api_key(self.adapter.upstream, resource.ref.namespace, ref)
+            spec = await self._prepare(resource, spec)
+            api_key = await self._api_key(resource, ref)
             observed, gone = await self._observe(api_key, resource, spec, report)
             if gone and spec.deletion_policy == "Orphan":  # type: ignore[attr-defined]
                 report.fail(
@@ -186,10 +195,14 @@ class Reconciler(Generic[SpecT, ObservedT]):
             else:
                 changes = self.adapter.diff(spec, observed)
                 if changes:
-                    before = resource.status.get("observedGeneration") == resource.generation and not gone
+                    unchanged_spec = resource.status.get("observedGeneration") == resource.generation and not gone
+                    before = observed
                     observed = await self.adapter.update(api_key, observed, spec, changes)
+                    describe = getattr(self.adapter, "describe_update", None)
+                    for event in describe(changes, before) if describe else ():
+                        report.event(*event)
                     fields = ", ".join(sorted(changes))
-                    if before and not report.adopted:
+                    if unchanged_spec and not report.adopted:
                         report.event("Normal", "DriftCorrected", f"upstream differed from the spec in: {fields}")
                     else:
                         report.event("Normal", "Updated", f"updated {fields}")
@@ -217,7 +230,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
         known_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
         if known_id:
             try:
-                return await self.adapter.get(api_key, str(known_id)), False
+                return await self.adapter.get(api_key, spec, str(known_id)), False
             except NotFound:
                 if not resource.status.get("id"):
                     raise InvalidSpec(
@@ -248,7 +261,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
         message = redact(exc.message or str(exc))
         ready_known = observed is not None or cond.find(resource.status.get("conditions"), cond.READY) is not None
         if isinstance(exc, InvalidSpec | Conflict):
-            report.fail("InvalidSpec", message, set_ready=True)
+            report.fail(getattr(exc, "reason", "InvalidSpec"), message, set_ready=True)
             await self._finish(resource, state, report, warning=True, observed=observed)
             return Outcome(None)
         if isinstance(exc, AccessDenied):
@@ -287,10 +300,20 @@ class Reconciler(Generic[SpecT, ObservedT]):
             self._release(resource)
             return Outcome(None)
         ref: SecretKeyRef | None = getattr(spec, "credentials_secret_ref", None)
+        if spec is None:
+            await self._post(
+                resource,
+                state,
+                "Warning",
+                "Orphaned",
+                "the spec is unreadable, so the upstream object cannot be addressed; it is left in place",
+            )
+            return Outcome(None)
         try:
-            api_key = await self.credentials.api_key(self.adapter.upstream, resource.ref.namespace, ref)
+            spec = await self._prepare(resource, spec, for_deletion=True)
+            api_key = await self._api_key(resource, ref)
             upstream_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
-            if not upstream_id and spec is not None:
+            if not upstream_id:
                 # A create may have succeeded without its id reaching the status.
                 found = await self.adapter.find(api_key, spec)
                 upstream_id = self.adapter.upstream_id(found) if found is not None else None
@@ -298,7 +321,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 upstream_id = None  # another resource manages it: never delete it from here
             if upstream_id:
                 with contextlib.suppress(NotFound):
-                    await self.adapter.delete(api_key, str(upstream_id))
+                    await self.adapter.delete(api_key, spec, str(upstream_id))
                 await self._post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
             self._release(resource)
             return Outcome(None)
@@ -336,6 +359,32 @@ class Reconciler(Generic[SpecT, ObservedT]):
         upstream_id = self._owned.pop(resource.ref.uid, None)
         if upstream_id and self._owners.get(upstream_id, ("",))[0] == resource.ref.uid:
             del self._owners[upstream_id]
+
+    async def _api_key(self, resource: Resource, ref: SecretKeyRef | None) -> str:
+        try:
+            return await self.credentials.api_key(self.adapter.upstream, resource.ref.namespace, ref)
+        except CredentialsMissing:
+            if ref is None and getattr(self.adapter, "credentials_optional", False):
+                return ""
+            raise
+
+    async def _prepare(self, resource: Resource, spec: SpecT, *, for_deletion: bool = False) -> SpecT:
+        """Let the adapter fill in what only Kubernetes knows (names, Secret values)."""
+        prepare = getattr(self.adapter, "prepare", None)
+        if prepare is None:
+            return spec
+
+        async def secret(ref: SecretKeyRef) -> str:
+            try:
+                return await self.credentials.secret_value(resource.ref.namespace, ref)
+            except CredentialsMissing:
+                # Deleting never needs the values an object holds, and the Secret may be gone already.
+                if for_deletion:
+                    return ""
+                raise
+
+        prepared: SpecT = await prepare(spec, resource.ref, secret)
+        return prepared
 
     def _parse(self, resource: Resource) -> SpecT:
         model: type[SpecT] = self.info.spec_model  # type: ignore[assignment]

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     baseten: UpstreamSettings = Field(
         default_factory=lambda: UpstreamSettings(base_url="https://api.baseten.co", rate_limit_per_second=50)
     )
+    model_registry: UpstreamSettings = Field(
+        default_factory=lambda: UpstreamSettings(base_url="http://127.0.0.1:8080/api/v1"),
+        description="The one registry this installation manages Models in; resources cannot name a URL.",
+    )
     ngrok: UpstreamSettings = Field(
         default_factory=lambda: UpstreamSettings(base_url="https://api.ngrok.ai", rate_limit_per_second=1.5)
     )

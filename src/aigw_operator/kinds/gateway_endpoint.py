@@ -154,7 +154,7 @@ class GatewayEndpointAdapter:
     def __init__(self, client: BasetenClient) -> None:
         self.client = client
 
-    async def get(self, api_key: str, upstream_id: str) -> Endpoint:
+    async def get(self, api_key: str, spec: Any, upstream_id: str) -> Endpoint:
         return await self.client.get(api_key, upstream_id)
 
     async def find(self, api_key: str, spec: GatewayEndpointSpec) -> Endpoint | None:
@@ -202,7 +202,7 @@ class GatewayEndpointAdapter:
             await self.client.delete(api_key, old.id)
         return replacement
 
-    async def delete(self, api_key: str, upstream_id: str) -> None:
+    async def delete(self, api_key: str, spec: Any, upstream_id: str) -> None:
         await self.client.delete(api_key, upstream_id)
 
     def upstream_id(self, observed: Endpoint) -> str:

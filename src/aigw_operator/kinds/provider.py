@@ -178,7 +178,7 @@ class ProviderAdapter:
     def __init__(self, client: NgrokClient) -> None:
         self.client = client
 
-    async def get(self, api_key: str, upstream_id: str) -> Provider:
+    async def get(self, api_key: str, spec: Any, upstream_id: str) -> Provider:
         return await self.client.get(api_key, upstream_id)
 
     async def find(self, api_key: str, spec: ProviderSpec) -> Provider | None:
@@ -210,7 +210,7 @@ class ProviderAdapter:
     async def update(self, api_key: str, observed: Provider, spec: ProviderSpec, changes: dict[str, Any]) -> Provider:
         return await self.client.patch(api_key, observed.id, changes)
 
-    async def delete(self, api_key: str, upstream_id: str) -> None:
+    async def delete(self, api_key: str, spec: Any, upstream_id: str) -> None:
         await self.client.delete(api_key, upstream_id)
 
     def upstream_id(self, observed: Provider) -> str:

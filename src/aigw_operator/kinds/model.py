@@ -1,0 +1,310 @@
+"""Model: a model definition in a self-hosted model registry (Syft Space)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from aigw_operator.kinds.common import (
+    AGE_COLUMN,
+    READY_COLUMNS,
+    CamelModel,
+    CommonStatus,
+    DeletionPolicy,
+    KindInfo,
+    PrinterColumn,
+    SecretKeyRef,
+    cel,
+    validations,
+)
+from aigw_operator.kube import ObjectRef
+from aigw_operator.reconcile import Readiness
+from aigw_operator.upstreams.http import InvalidSpec, NotFound
+from aigw_operator.upstreams.model_registry import ModelRegistryClient, RegistryModel
+
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\s]+$")]
+
+IMMUTABLE_RULE = cel(
+    "self.replacePolicy == 'Recreate' || (self.dtype == oldSelf.dtype && self.configuration == oldSelf.configuration)",
+    "dtype and configuration cannot be changed in the model registry: set replacePolicy: Recreate to let "
+    "the operator delete and recreate the model (its connected endpoints then lose their link)",
+)
+
+
+class OpenAIConfiguration(CamelModel):
+    """Configuration of an openai-type model. The API key comes from a Secret, never inline."""
+
+    model: str = Field(default="gpt-3.5-turbo", min_length=1, max_length=256, description="Upstream model name.")
+    base_url: str = Field(
+        default="https://api.openai.com/v1",
+        max_length=2048,
+        description="OpenAI-compatible API base URL (https).",
+        json_schema_extra=validations(
+            cel("isURL(self) && url(self).getScheme() == 'https'", "baseUrl must be an https URL")
+        ),
+    )
+    system_prompt: str = Field(default="", max_length=32768, description="System prompt sent with every request.")
+    api_key_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the upstream LLM's API key (same namespace as this resource)."
+    )
+
+
+class ModelSpec(CamelModel):
+    """The desired model in the registry."""
+
+    model_config = CamelModel.model_config | {"json_schema_extra": validations(IMMUTABLE_RULE)}
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Name in the registry (unique per tenant). Defaults to metadata.name; a change renames it.",
+    )
+    dtype: Literal["openai"] = Field(default="openai", description="Model type; the registry knows openai.")
+    configuration: OpenAIConfiguration = Field(description="Type-specific configuration. Immutable upstream.")
+    summary: str = Field(default="", max_length=4096, description="Description of the model.")
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Tags (a set: order does not matter), stored upstream as a comma-separated string.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    replace_policy: Literal["Never", "Recreate"] = Field(
+        default="Never",
+        description="Never: refuse changes of dtype or configuration (and report a rotated API key). "
+        "Recreate: delete and recreate the model to apply them.",
+    )
+    tenant: str | None = Field(
+        default=None, max_length=255, description="Tenant of a multi-tenant registry (X-Tenant-Name)."
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the registry's admin API key. Unset: the operator's default key "
+        "(or no key, for a registry without authentication).",
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default="Delete", description="Delete: delete the model with this resource. Orphan: leave it."
+    )
+
+
+@dataclass(frozen=True)
+class DesiredModel:
+    """The spec with what only Kubernetes knows filled in: the name and the API key."""
+
+    spec: ModelSpec
+    name: str
+    api_key: str
+
+    @property
+    def credentials_secret_ref(self) -> SecretKeyRef | None:
+        return self.spec.credentials_secret_ref
+
+    @property
+    def deletion_policy(self) -> str:
+        return self.spec.deletion_policy
+
+    def configuration(self) -> dict[str, Any]:
+        config = self.spec.configuration
+        return {
+            "api_key": self.api_key,
+            "model": config.model,
+            "base_url": config.base_url,
+            "system_prompt": config.system_prompt,
+        }
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.spec.dtype,
+            "configuration": self.configuration(),
+            "summary": self.spec.summary,
+            "tags": ",".join(sorted(set(self.spec.tags))),
+        }
+
+
+class ConnectedEndpointStatus(CamelModel):
+    """A registry endpoint that uses this model."""
+
+    id: str = Field(description="Endpoint id in the registry.")
+    name: str | None = Field(default=None, description="Endpoint name.")
+    slug: str | None = Field(default=None, description="Endpoint slug.")
+
+
+class ModelStatus(CommonStatus):
+    """What the operator last observed in the registry (never the API key)."""
+
+    name: str | None = Field(default=None, description="The model's name in the registry.")
+    dtype: str | None = Field(default=None, description="The model's type in the registry.")
+    connected_endpoints: list[ConnectedEndpointStatus] | None = Field(
+        default=None, description="Registry endpoints that use this model."
+    )
+
+
+INFO = KindInfo(
+    kind="Model",
+    plural="models",
+    singular="model",
+    short_names=("aigwm",),
+    description="A model definition in a self-hosted model registry (Syft Space).",
+    spec_model=ModelSpec,
+    status_model=ModelStatus,
+    printer_columns=(
+        PrinterColumn("Name", ".status.name", description="Name in the registry"),
+        PrinterColumn("DType", ".spec.dtype", description="Model type"),
+        PrinterColumn("Endpoints", ".status.connectedEndpoints[*].name", description="Connected endpoints"),
+        *READY_COLUMNS,
+        AGE_COLUMN,
+    ),
+)
+
+CONFIG_FIELDS = ("api_key", "model", "base_url", "system_prompt")
+
+
+class ReplaceRequired(InvalidSpec):
+    reason = "RecreateRequired"
+
+
+class ModelAdapter:
+    """Observe / create / update / delete registry models for the generic loop."""
+
+    info = INFO
+    upstream = "model-registry"
+    # A registry without an admin key has no authentication at all.
+    credentials_optional = True
+
+    def __init__(self, client: ModelRegistryClient) -> None:
+        self.client = client
+
+    async def prepare(
+        self, spec: ModelSpec, ref: ObjectRef, secret: Callable[[SecretKeyRef], Awaitable[str]]
+    ) -> DesiredModel:
+        return DesiredModel(spec, spec.name or ref.name, await secret(spec.configuration.api_key_secret_ref))
+
+    async def get(self, api_key: str, spec: DesiredModel, upstream_id: str) -> RegistryModel:
+        # The API addresses models by name, which can change: the id is found in the (unpaged) list.
+        for model in await self.client.list(api_key, spec.spec.tenant):
+            if model.id == upstream_id:
+                return model
+        raise _not_found(upstream_id)
+
+    async def find(self, api_key: str, spec: DesiredModel) -> RegistryModel | None:
+        return await self.client.get_by_name(api_key, spec.spec.tenant, spec.name)
+
+    async def create(self, api_key: str, spec: DesiredModel) -> RegistryModel:
+        # The registry stores any configuration it is given; check it against the dtype's schema first.
+        schema = await self.client.config_schema(api_key, spec.spec.tenant, spec.spec.dtype)
+        if schema is None:
+            raise InvalidSpec(
+                "model-registry",
+                None,
+                f"the registry does not know dtype {spec.spec.dtype!r}",
+                method="POST",
+                route="/models/",
+            )
+        problems = _check_config(spec.configuration(), schema)
+        if problems:
+            raise InvalidSpec("model-registry", None, "; ".join(problems), method="POST", route="/models/")
+        return await self.client.create(api_key, spec.spec.tenant, spec.payload())
+
+    def diff(self, spec: DesiredModel, observed: RegistryModel) -> dict[str, Any] | None:
+        changes: dict[str, Any] = {}
+        stored = observed.configuration or {}
+        changed = [f for f in CONFIG_FIELDS if stored.get(f) != spec.configuration()[f]]
+        if spec.spec.dtype != observed.dtype:
+            changed.insert(0, "dtype")
+        if changed:
+            changes["recreate"] = changed
+        if spec.name != observed.name:
+            changes["name"] = spec.name
+        if spec.spec.summary != (observed.summary or ""):
+            changes["summary"] = spec.spec.summary
+        if set(spec.spec.tags) != observed.tag_set():
+            changes["tags"] = ",".join(sorted(set(spec.spec.tags)))
+        return changes or None
+
+    async def update(
+        self, api_key: str, observed: RegistryModel, spec: DesiredModel, changes: dict[str, Any]
+    ) -> RegistryModel:
+        tenant = spec.spec.tenant
+        if "recreate" in changes:
+            fields = ", ".join("configuration.apiKey" if f == "api_key" else f for f in changes["recreate"])
+            if spec.spec.replace_policy != "Recreate":
+                raise ReplaceRequired(
+                    "model-registry",
+                    None,
+                    f"the registry's model differs from the spec in {fields}, which the registry cannot "
+                    "change in place; set replacePolicy: Recreate to delete and recreate it",
+                    method="PATCH",
+                    route="/models/{name}",
+                )
+            # Names are unique: the old model must go before the new one can be created.
+            await self.client.delete(api_key, tenant, observed.name)
+            return await self.create(api_key, spec)
+        patch = {k: v for k, v in changes.items() if k in ("name", "summary", "tags")}
+        return await self.client.patch(api_key, tenant, observed.name, patch)
+
+    def describe_update(self, changes: dict[str, Any], before: RegistryModel) -> list[tuple[str, str, str]]:
+        if "recreate" not in changes:
+            return []
+        lost = ", ".join(e.name or e.slug or e.id for e in before.connected_endpoints) or "none"
+        return [
+            (
+                "Warning",
+                "Recreated",
+                f"recreated model {before.name} to apply a change of {', '.join(changes['recreate'])}; "
+                f"connected endpoints that lost their link: {lost}",
+            )
+        ]
+
+    async def delete(self, api_key: str, spec: DesiredModel, upstream_id: str) -> None:
+        model = await self.get(api_key, spec, upstream_id)
+        await self.client.delete(api_key, spec.spec.tenant, model.name)
+
+    def upstream_id(self, observed: RegistryModel) -> str:
+        return observed.id
+
+    def readiness(self, spec: DesiredModel, observed: RegistryModel) -> Readiness:
+        count = len(observed.connected_endpoints)
+        return Readiness(True, "Available", f"{observed.name} ({observed.dtype}) used by {count} endpoint(s)")
+
+    def status_fields(self, observed: RegistryModel) -> dict[str, Any]:
+        return {
+            "id": observed.id,
+            "name": observed.name,
+            "dtype": observed.dtype,
+            "createdAt": observed.created_at,
+            "updatedAt": observed.updated_at,
+            "connectedEndpoints": [e.model_dump(exclude_none=True) for e in observed.connected_endpoints],
+        }
+
+
+def _not_found(upstream_id: str) -> Exception:
+    return NotFound("model-registry", 404, f"no model with id {upstream_id}", method="GET", route="/models/")
+
+
+def _check_config(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """The parts of a JSON schema the registry's config schemas use: required keys and types."""
+    problems = []
+    properties = schema.get("properties") or {}
+    for key in schema.get("required") or []:
+        if config.get(key) in (None, ""):
+            problems.append(f"configuration.{key} is required by the registry")
+    types: dict[str, type | tuple[type, ...]] = {
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "boolean": bool,
+        "object": dict,
+        "array": list,
+    }
+    for key, value in config.items():
+        expected = types.get((properties.get(key) or {}).get("type", ""))
+        if properties and key not in properties:
+            problems.append(f"configuration.{key} is not part of the registry's schema")
+        elif expected and not isinstance(value, expected):
+            problems.append(f"configuration.{key} must be a {properties[key]['type']}")
+    return problems
