@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,29 @@ KUBE_VERSIONS = ["1.29.0", "1.33.0"]
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespaced": {"watch": {"namespaces": ["team-a", "team-b"]}},
-    "existing-secret": {"baseten": {"apiKey": {"existingSecret": "baseten-credentials", "secretKey": "token"}}},
-    "created-secret": {"baseten": {"apiKey": {"value": "bt-secret-value"}}},
+    "existing-secret": {
+        "upstreams": {"baseten": {"apiKey": {"existingSecret": "baseten-credentials", "secretKey": "token"}}}
+    },
+    "created-secret": {"upstreams": {"baseten": {"apiKey": {"value": "bt-secret-value"}}}},
+    "keys-from-values": {
+        "upstreams": {
+            "baseten": {"apiKey": {"value": "bt-secret-value"}},
+            "ngrok": {"apiKey": {"value": "ng-secret-value", "secretKey": "token"}},
+            "modelRegistry": {
+                "baseUrl": "https://syft.example.com/api/v1",
+                "apiKey": {"value": "mr-secret-value"},
+            },
+        }
+    },
+    "existing-and-value": {
+        "upstreams": {
+            "ngrok": {"apiKey": {"existingSecret": "ngrok-credentials", "secretKey": "token"}},
+            "modelRegistry": {
+                "baseUrl": "https://syft.example.com/api/v1",
+                "apiKey": {"value": "mr-secret-value"},
+            },
+        }
+    },
     "no-crds": {"crds": {"install": False}},
     "everything": {
         "watch": {"namespaces": ["team-a"]},
@@ -39,9 +61,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "logFormat": "text",
             "resyncInterval": 60,
             "shortPollInterval": 2.5,
-            "extraEnv": [{"name": "AIGW_BASETEN__RATE_LIMIT_PER_SECOND", "value": "20"}],
+            "extraEnv": [{"name": "AIGW_BASETEN__MAX_RETRIES", "value": "5"}],
         },
-        "baseten": {"baseUrl": "https://baseten.example", "apiKey": {"value": "k"}},
+        "upstreams": {
+            "baseten": {"baseUrl": "https://baseten.example", "rateLimitPerSecond": 20, "apiKey": {"value": "k"}},
+            "ngrok": {"baseUrl": "https://ngrok.example", "rateLimitPerSecond": 0.5, "timeout": 30},
+            "modelRegistry": {
+                "baseUrl": "https://syft.example.com/api/v1",
+                "timeout": 2.5,
+                "apiKey": {"existingSecret": "registry-admin"},
+            },
+        },
         "serviceAccount": {"create": True, "name": "custom-sa", "annotations": {"a": "b"}},
         "podAnnotations": {"x": "y"},
         "podLabels": {"team": "ai"},
@@ -169,6 +199,7 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
         "AIGW_LOG_LEVEL": "INFO",
         "AIGW_LOG_FORMAT": "json",
         "AIGW_BASETEN__BASE_URL": "https://api.baseten.co",
+        "AIGW_NGROK__BASE_URL": "https://api.ngrok.ai",
     }
     assert main["resources"]["limits"]["memory"] == "256Mi"
     # Without any key configured, no Secret exists and none is referenced.
@@ -178,15 +209,21 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
     assert of_kind(objects, "ServiceMonitor") == []
 
 
-def test_env_values_reach_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The env the chart renders is what Settings parses: names, JSON list and numbers."""
+def _settings(chart: helm.Chart, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The operator's Settings from the env the chart renders (keys from Secrets left out)."""
     from aigw_operator.settings import Settings
 
-    values = VALUE_SETS["everything"]
+    for name in [n for n in os.environ if n.startswith("AIGW_")]:
+        monkeypatch.delenv(name)
     for name, value in env(render(chart, values)).items():
         if isinstance(value, str):
             monkeypatch.setenv(name, value)
-    settings = Settings()
+    return Settings()
+
+
+def test_env_values_reach_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The env the chart renders is what Settings parses: names, JSON list and numbers."""
+    settings = _settings(chart, VALUE_SETS["everything"], monkeypatch)
     assert settings.namespaces == ["team-a"]
     assert settings.resync_interval == 60
     assert settings.short_poll_interval == 2.5
@@ -194,6 +231,33 @@ def test_env_values_reach_the_operator_settings(chart: helm.Chart, monkeypatch: 
     assert settings.log_format == "text"
     assert settings.baseten.base_url == "https://baseten.example"
     assert settings.baseten.rate_limit_per_second == 20
+    assert settings.baseten.max_retries == 5
+    assert settings.ngrok.base_url == "https://ngrok.example"
+    assert settings.ngrok.rate_limit_per_second == 0.5
+    assert settings.ngrok.timeout == 30
+    assert settings.model_registry.base_url == "https://syft.example.com/api/v1"
+    assert settings.model_registry.timeout == 2.5
+    assert settings.model_registry.rate_limit_per_second is None
+
+
+def test_default_upstreams_reach_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without values, each upstream keeps the operator's own defaults (the registry has no real one)."""
+    from aigw_operator.settings import Settings
+
+    settings = _settings(chart, {}, monkeypatch)
+    defaults = Settings()
+    assert settings.baseten.base_url == "https://api.baseten.co"
+    assert settings.ngrok.base_url == "https://api.ngrok.ai"
+    assert settings.model_registry.base_url == defaults.model_registry.base_url
+    for name in ("baseten", "ngrok", "model_registry"):
+        upstream = getattr(settings, name)
+        assert upstream.api_key is None
+        assert upstream.rate_limit_per_second == getattr(defaults, name).rate_limit_per_second
+        assert upstream.timeout == getattr(defaults, name).timeout
+    with_registry = _settings(chart, VALUE_SETS["keys-from-values"], monkeypatch)
+    assert with_registry.baseten.base_url == "https://api.baseten.co"
+    assert with_registry.ngrok.base_url == "https://api.ngrok.ai"
+    assert with_registry.model_registry.base_url == "https://syft.example.com/api/v1"
 
 
 def test_everything_value_set(chart: helm.Chart) -> None:
@@ -247,13 +311,61 @@ def test_created_secret_holds_the_key_and_rolls_the_pod(chart: helm.Chart) -> No
         "secretKeyRef": {"name": secret["metadata"]["name"], "key": "apiKey"}
     }
     annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    changed = render(chart, {"baseten": {"apiKey": {"value": "rotated"}}})
+    changed = render(chart, {"upstreams": {"baseten": {"apiKey": {"value": "rotated"}}}})
     rotated = one(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["checksum/secret"] != rotated["checksum/secret"]
     # The key itself appears only in the Secret.
     for obj in objects:
         if obj["kind"] != "Secret":
             assert "bt-secret-value" not in json.dumps(obj)
+
+
+def _secret_ref(objects: list[dict[str, Any]], prefix: str) -> dict[str, str]:
+    ref: dict[str, str] = env(objects)[f"{prefix}__API_KEY"]["secretKeyRef"]
+    return ref
+
+
+def test_keys_from_values_for_every_upstream(chart: helm.Chart) -> None:
+    values = VALUE_SETS["keys-from-values"]
+    objects = render(chart, values)
+    secrets = {s["metadata"]["name"]: s for s in of_kind(objects, "Secret")}
+    expected = {
+        "AIGW_BASETEN": ("aigw-aigw-operator-baseten", "apiKey", "bt-secret-value"),
+        "AIGW_NGROK": ("aigw-aigw-operator-ngrok", "token", "ng-secret-value"),
+        "AIGW_MODEL_REGISTRY": ("aigw-aigw-operator-model-registry", "apiKey", "mr-secret-value"),
+    }
+    assert sorted(secrets) == sorted(name for name, _, _ in expected.values())
+    for prefix, (name, key, value) in expected.items():
+        assert _secret_ref(objects, prefix) == {"name": name, "key": key}
+        assert base64.b64decode(secrets[name]["data"][key]).decode() == value
+    for obj in objects:
+        if obj["kind"] != "Secret":
+            for _, _, value in expected.values():
+                assert value not in json.dumps(obj)
+    # Rotating any one of the keys rolls the pod.
+    checksum = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+    for upstream in ("baseten", "ngrok", "modelRegistry"):
+        rotated = copy.deepcopy(values)
+        rotated["upstreams"][upstream]["apiKey"]["value"] = "rotated"
+        pod = one(render(chart, rotated), "Deployment")["spec"]["template"]
+        assert pod["metadata"]["annotations"]["checksum/secret"] != checksum, upstream
+
+
+def test_existing_secret_for_one_upstream_and_value_for_another(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["existing-and-value"])
+    # Only the key given as a value gets a Secret; only it is checksummed.
+    [secret] = of_kind(objects, "Secret")
+    assert secret["metadata"]["name"] == "aigw-aigw-operator-model-registry"
+    assert base64.b64decode(secret["data"]["apiKey"]).decode() == "mr-secret-value"
+    assert _secret_ref(objects, "AIGW_NGROK") == {"name": "ngrok-credentials", "key": "token"}
+    assert _secret_ref(objects, "AIGW_MODEL_REGISTRY") == {"name": "aigw-aigw-operator-model-registry", "key": "apiKey"}
+    assert "AIGW_BASETEN__API_KEY" not in env(objects)
+    assert "checksum/secret" in one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    # An existing Secret alone creates nothing and restarts nothing.
+    only_existing = render(chart, VALUE_SETS["existing-secret"])
+    assert "checksum/secret" not in (
+        one(only_existing, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    )
 
 
 # ------------------------------------------------------------------ RBAC
@@ -361,10 +473,20 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
+def _resolve(sub: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Follows a local "$ref": "#/definitions/..." (the upstreams share one definition)."""
+    if sub is not None and "$ref" in sub:
+        resolved: dict[str, Any] = _schema()
+        for part in sub["$ref"].removeprefix("#/").split("/"):
+            resolved = resolved[part]
+        return resolved
+    return sub
+
+
 def _paths(values: Any, schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any] | None]]:
     if isinstance(values, dict) and "properties" in schema:
         for key, value in values.items():
-            sub = schema["properties"].get(key)
+            sub = _resolve(schema["properties"].get(key))
             yield f"{prefix}{key}", sub
             if sub is not None:
                 yield from _paths(value, sub, f"{prefix}{key}.")
@@ -391,8 +513,15 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "namespaces as a string": {"watch": {"namespaces": "default"}},
     "invalid namespace name": {"watch": {"namespaces": ["Team_A"]}},
     "unknown top-level key": {"replicas": 1},
-    "typo in a nested key": {"baseten": {"apiKey": {"existingSecrets": "x"}}},
-    "base URL without scheme": {"baseten": {"baseUrl": "api.baseten.co"}},
+    "typo in a nested key": {"upstreams": {"baseten": {"apiKey": {"existingSecrets": "x"}}}},
+    "base URL without scheme": {"upstreams": {"baseten": {"baseUrl": "api.baseten.co"}}},
+    "registry URL without scheme": {"upstreams": {"modelRegistry": {"baseUrl": "syft.example.com"}}},
+    "unknown upstream": {"upstreams": {"openai": {"baseUrl": "https://api.openai.com"}}},
+    "zero rate limit": {"upstreams": {"ngrok": {"rateLimitPerSecond": 0}}},
+    "rate limit as a string": {"upstreams": {"ngrok": {"rateLimitPerSecond": "fast"}}},
+    "negative timeout": {"upstreams": {"modelRegistry": {"timeout": -1}}},
+    "empty secret key": {"upstreams": {"ngrok": {"apiKey": {"secretKey": ""}}}},
+    "old top-level baseten key": {"baseten": {"baseUrl": "https://api.baseten.co"}},
     "zero resync": {"operator": {"resyncInterval": 0}},
     "bad pull policy": {"image": {"pullPolicy": "Sometimes"}},
     "port out of range": {"liveness": {"port": 70000}},
@@ -422,6 +551,8 @@ def test_notes_explain_the_first_resource(chart: helm.Chart) -> None:
     assert "kubectl -n default apply -f -" in text
     assert "credentialsSecretRef" in text  # no default key: the user needs a Secret
     assert "aigw-operator drain" in text
+    assert "upstreams.modelRegistry.baseUrl is not set" in text
+    assert "upstreams.modelRegistry.baseUrl" not in notes(chart, VALUE_SETS["keys-from-values"])
     namespaced = notes(chart, {**VALUE_SETS["namespaced"], **VALUE_SETS["created-secret"]})
     assert "kubectl -n team-a apply -f -" in namespaced
     assert "credentialsSecretRef" not in namespaced

@@ -50,12 +50,30 @@ app.kubernetes.io/part-of: aigw-operator
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding the default Baseten key: the user's, the chart's, or none (empty). */}}
-{{- define "aigw-operator.basetenSecretName" -}}
-{{- if .Values.baseten.apiKey.existingSecret }}
-{{- .Values.baseten.apiKey.existingSecret }}
-{{- else if .Values.baseten.apiKey.value }}
-{{- printf "%s-baseten" (include "aigw-operator.fullname" .) }}
+{{/* AIGW_<NAME> for an upstream's values key: baseten -> AIGW_BASETEN, modelRegistry -> AIGW_MODEL_REGISTRY. */}}
+{{- define "aigw-operator.upstreamEnvPrefix" -}}
+{{- printf "AIGW_%s" (snakecase . | upper) }}
+{{- end }}
+
+{{/* Whether the chart creates the Secret for an upstream's default key: its apiKey has a value and no existingSecret. */}}
+{{- define "aigw-operator.createsUpstreamSecret" -}}
+{{- if and (not .apiKey.existingSecret) .apiKey.value }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding an upstream's default key: the user's, the chart's, or none (empty).
+     Called with (dict "root" $ "name" <values key> "upstream" <its values>). */}}
+{{- define "aigw-operator.upstreamSecretName" -}}
+{{- if .upstream.apiKey.existingSecret }}
+{{- .upstream.apiKey.existingSecret }}
+{{- else if .upstream.apiKey.value }}
+{{- printf "%s-%s" (include "aigw-operator.fullname" .root) (kebabcase .name) }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the chart creates any Secret (for the checksum annotation). */}}
+{{- define "aigw-operator.createsSecrets" -}}
+{{- range $name, $upstream := .Values.upstreams }}
+{{- include "aigw-operator.createsUpstreamSecret" $upstream }}
 {{- end }}
 {{- end }}
 
