@@ -114,6 +114,7 @@ def make_settings(
     fast = {"timeout": 1.0, "max_retries": 2, "backoff_base": 0.05, "backoff_cap": 0.2, "max_inline_retry_after": 5.0}
     values: dict[str, Any] = {
         "kube_api_url": kube_url,
+        "metrics_port": 0,  # one /metrics server per process, on a free port
         "resync_interval": 30.0,
         "short_poll_interval": 0.5,
         "credentials_retry_interval": 0.3,

@@ -128,6 +128,7 @@ async def demo(timeout: float = 120.0) -> int:
             AIGW_MODEL_REGISTRY__BASE_URL=f"{registry.url}/api/v1",
             AIGW_LOG_LEVEL="WARNING",
             AIGW_SHORT_POLL_INTERVAL="1",
+            AIGW_METRICS_PORT="0",
         )
         process = await asyncio.create_subprocess_exec(sys.executable, "-m", "aigw_operator.cli", "run", env=env)
         print(f"operator:                pid {process.pid} (aigw-operator run)\n")

@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from aigw_operator import FINALIZER, GROUP, VERSION
+from aigw_operator import FINALIZER, GROUP, VERSION, metrics
 from aigw_operator import conditions as cond
 from aigw_operator.credentials import Credentials
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
@@ -73,6 +73,8 @@ def _upstream_client(name: str, upstream: UpstreamSettings) -> UpstreamClient:
         "backoff_cap": upstream.backoff_cap,
         "max_inline_retry_after": upstream.max_inline_retry_after,
         "rate_limit_per_second": upstream.rate_limit_per_second,
+        "observer": metrics.observe_upstream,
+        "retry_observer": metrics.observe_retry,
     }
     factories = {"baseten": baseten.new_client, "ngrok": ngrok.new_client, "model-registry": model_registry.new_client}
     return factories[name](upstream.base_url, **options)
@@ -248,6 +250,8 @@ class Runtime:
                 "the upstream object is not deleted yet (see the Ready condition)", delay=outcome.requeue_after or 10.0
             )
         self.forget(uid)
+        meta = body.get("metadata", {})
+        metrics.forget_resource(reconciler.info.kind, meta.get("namespace", ""), meta.get("name", ""))
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
@@ -305,6 +309,8 @@ async def run(
     liveness_endpoint: str | None = None,
 ) -> None:
     runtime = Runtime(settings)
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
     await kopf.operator(
         registry=build_registry(runtime),
         settings=kopf_settings(settings),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import pydantic
 
 from aigw_operator import conditions as cond
+from aigw_operator import metrics
 from aigw_operator.conditions import Condition
 from aigw_operator.credentials import Credentials, CredentialsMissing
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, KindInfo, SecretKeyRef
@@ -36,6 +38,8 @@ logger = logging.getLogger("aigw_operator.reconcile")
 
 # Refusals that only a new spec can cure: no upstream call until the generation changes.
 TERMINAL_REASONS = ("InvalidSpec", "RecreateRequired")
+# Failures the loop retries by itself (reported as result="requeue" in the metrics).
+TRANSIENT_REASONS = ("UpstreamUnavailable", "UpstreamChanged", "RateLimited", "CredentialsMissing", "DeletionBlocked")
 
 SpecT = TypeVar("SpecT", bound=pydantic.BaseModel)
 SpecT_contra = TypeVar("SpecT_contra", bound=pydantic.BaseModel, contravariant=True)
@@ -84,6 +88,7 @@ class Resource:
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     annotations: Mapping[str, str]
+    created: float | None = None  # creationTimestamp, as a Unix time
 
     @classmethod
     def from_body(cls, info: KindInfo, body: Mapping[str, Any]) -> Resource:
@@ -100,6 +105,7 @@ class Resource:
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
             annotations=dict(meta.get("annotations") or {}),
+            created=_unix_time(meta.get("creationTimestamp")),
         )
 
 
@@ -141,7 +147,13 @@ class Reconciler(Generic[SpecT, ObservedT]):
 
     async def reconcile(self, resource: Resource, state: ObjectState) -> Outcome:
         async with state.lock:
-            return await self._reconcile(resource, state)
+            in_flight = metrics.IN_FLIGHT.labels(self.info.kind)
+            in_flight.inc()
+            try:
+                with metrics.RECONCILE_SECONDS.labels(self.info.kind).time():
+                    return await self._reconcile(resource, state)
+            finally:
+                in_flight.dec()
 
     async def _reconcile(self, resource: Resource, state: ObjectState) -> Outcome:
         report = _Report(resource)
@@ -432,6 +444,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
             resource.status.get("conditions"), report.conditions, resource.generation
         )
         status = {k: v for k, v in status.items() if v is not None}
+        self._record(resource, report, status["conditions"])
         # Events first: whoever waits for the status to change then finds the Events too.
         for type_, reason, message in report.events:
             await self._post(resource, state, type_, reason, message)
@@ -443,6 +456,28 @@ class Reconciler(Generic[SpecT, ObservedT]):
             patch: dict[str, Any] = {k: None for k in resource.status if k not in status}
             patch.update(status)
             await self.kube.patch_status(resource.ref, patch)
+
+    def _record(self, resource: Resource, report: _Report, conditions: list[dict[str, Any]]) -> None:
+        kind, ref = self.info.kind, resource.ref
+        if report.failure is None:
+            result = "success"
+        else:
+            reason = report.failure[0]
+            metrics.RECONCILE_ERRORS.labels(kind, reason).inc()
+            result = "requeue" if reason in TRANSIENT_REASONS else "error"
+        metrics.RECONCILES.labels(kind, result).inc()
+        ready = cond.find(conditions, cond.READY)
+        synced = cond.find(conditions, cond.SYNCED)
+        is_ready = bool(ready and ready.get("status") == "True")
+        metrics.READY.labels(kind, ref.namespace, ref.name).set(1 if is_ready else 0)
+        metrics.SYNCED.labels(kind, ref.namespace, ref.name).set(1 if synced and synced.get("status") == "True" else 0)
+        was_ever_ready = any(
+            c.get("type") == cond.READY and c.get("status") == "True" for c in resource.status.get("conditions") or ()
+        )
+        if is_ready and not was_ever_ready and not resource.status.get("id") and resource.created:
+            metrics.TIME_TO_FIRST_READY.labels(kind).observe(max(time.time() - resource.created, 0.0))
+        if any(reason == "DriftCorrected" for _, reason, _ in report.events):
+            metrics.DRIFT_CORRECTIONS.labels(kind).inc()
 
     async def _post(self, resource: Resource, state: ObjectState, type_: str, reason: str, message: str) -> None:
         key = (reason, message)
@@ -501,6 +536,15 @@ class _Report:
 
 def _status_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     return any(current.get(k) != v for k, v in wanted.items()) or any(k not in wanted for k in current)
+
+
+def _unix_time(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _jitter(interval: float, fraction: float) -> float:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     error_backoff_cap: float = Field(default=300.0, gt=0)
     access_denied_retry_interval: float = Field(default=120.0, gt=0)
     event_dedupe_seconds: float = Field(default=600.0, ge=0)
+    metrics_port: int | None = Field(
+        default=9090, ge=0, le=65535, description="Serve Prometheus /metrics on this port; None disables it."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
