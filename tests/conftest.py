@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -212,3 +213,45 @@ async def credentials(kube_env: KubeEnv) -> str:
     await kube_env.kube.put_secret("registry", {"apiKey": REGISTRY_KEY})
     await kube_env.kube.put_secret("openai", {"apiKey": OPENAI_KEY})
     return "baseten"
+
+
+# Every key the suite uses is a canary: none may appear in any log line of the whole run.
+CANARIES = (API_KEY, NGROK_KEY, REGISTRY_KEY, OPENAI_KEY, "bt-rotated-key-77aa01", "sk-rotated-key-123456")
+
+
+class _CanaryHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+        self.lines = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a record that cannot be formatted is not our concern here
+            return
+        self.lines += 1
+        for canary in CANARIES:
+            if canary in text:
+                self.leaks.append(f"{record.name}: {text[:300]}")
+
+
+_canary_handler = _CanaryHandler()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    root = logging.getLogger()
+    root.addHandler(_canary_handler)
+    root.setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    summary = f"canary keys: {len(_canary_handler.leaks)} leaks in {_canary_handler.lines} log lines"
+    if reporter is not None:
+        reporter.write_line(summary)
+    if _canary_handler.leaks:
+        if reporter is not None:
+            for leak in _canary_handler.leaks[:20]:
+                reporter.write_line(f"LEAK {leak}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
