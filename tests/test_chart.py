@@ -90,6 +90,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "podDisruptionBudget": {"enabled": True},
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     },
+    "metrics-port-and-monitor": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True}}},
+    "metrics-service-off": {"metrics": {"enabled": False}},
     "paused-no-rbac": {"replicaCount": 0, "rbac": {"create": False}, "serviceAccount": {"create": False}},
 }
 
@@ -186,6 +188,8 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
     probe = main["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert {p["name"]: p["containerPort"] for p in main["ports"]}[probe["port"]] == 8080
+    assert main["readinessProbe"]["httpGet"] == probe  # the same kopf health endpoint
+    assert main["readinessProbe"]["periodSeconds"] == 10
     security = main["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True
@@ -198,6 +202,7 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
         "AIGW_SHORT_POLL_INTERVAL": "5",
         "AIGW_LOG_LEVEL": "INFO",
         "AIGW_LOG_FORMAT": "json",
+        "AIGW_METRICS_PORT": "9090",
         "AIGW_BASETEN__BASE_URL": "https://api.baseten.co",
         "AIGW_NGROK__BASE_URL": "https://api.ngrok.ai",
     }
@@ -205,8 +210,42 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
     # Without any key configured, no Secret exists and none is referenced.
     assert of_kind(objects, "Secret") == []
     assert of_kind(objects, "PodDisruptionBudget") == []
-    assert of_kind(objects, "Service") == []
+    # Metrics are on by default: the port and its Service; the ServiceMonitor stays opt-in.
+    assert {p["name"]: p["containerPort"] for p in main["ports"]}["metrics"] == 9090
+    assert one(objects, "Service")["spec"]["ports"][0]["targetPort"] == "metrics"
     assert of_kind(objects, "ServiceMonitor") == []
+
+
+def test_metrics_port_service_and_service_monitor(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.port reaches the operator (AIGW_METRICS_PORT), the container port, the Service and the monitor."""
+    objects = render(chart, VALUE_SETS["metrics-port-and-monitor"])
+    assert env(objects)["AIGW_METRICS_PORT"] == "9100"
+    assert _settings(chart, VALUE_SETS["metrics-port-and-monitor"], monkeypatch).metrics_port == 9100
+    ports = {p["name"]: p for p in container(objects)["ports"]}
+    assert ports["metrics"] == {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}
+    service = one(objects, "Service")
+    assert service["metadata"]["name"] == "aigw-aigw-operator-metrics"
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    # Without the Service the operator still serves metrics, and no ServiceMonitor is rendered.
+    objects = render(chart, {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
+    assert env(objects)["AIGW_METRICS_PORT"] == "9090"
+    assert "metrics" in {p["name"] for p in container(objects)["ports"]}
+    assert of_kind(objects, "Service") == [] and of_kind(objects, "ServiceMonitor") == []
+
+
+def test_metrics_port_must_differ_from_the_health_port(chart: helm.Chart) -> None:
+    with pytest.raises(Exception, match="must differ"):
+        render(chart, {"metrics": {"port": 8080}})
 
 
 def _settings(chart: helm.Chart, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -525,6 +564,9 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "zero resync": {"operator": {"resyncInterval": 0}},
     "bad pull policy": {"image": {"pullPolicy": "Sometimes"}},
     "port out of range": {"liveness": {"port": 70000}},
+    "metrics port out of range": {"metrics": {"port": 0}},
+    "metrics port as a string": {"metrics": {"port": "9090"}},
+    "unknown readiness key": {"readiness": {"path": "/ready"}},
     "bad digest": {"image": {"digest": "latest"}},
     "bad scrape interval": {"metrics": {"serviceMonitor": {"interval": "soon"}}},
     "crds.install not a boolean": {"crds": {"install": "yes"}},
