@@ -27,12 +27,14 @@ from aigw_operator.simulators.kubectl import Kube
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
 from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
+from aigw_operator.simulators.together import TogetherSimulator
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bt-test-key-4d1c9a"
 NGROK_KEY = "ngrok-test-key-93be11"
 REGISTRY_KEY = "registry-admin-key-5521ab"
 OPENAI_KEY = "sk-canary-openai-key-0f3e9d"
+TOGETHER_KEY = "together-test-key-6c02d4"
 
 
 @dataclass
@@ -93,6 +95,13 @@ async def ngrok() -> AsyncIterator[NgrokSimulator]:
 
 
 @pytest.fixture
+async def together() -> AsyncIterator[TogetherSimulator]:
+    async with TogetherSimulator(api_keys=[TOGETHER_KEY], contract=True) as sim:
+        yield sim
+        assert sim.contract_violations == [], sim.contract_violations
+
+
+@pytest.fixture
 async def registry() -> AsyncIterator[ModelRegistrySimulator]:
     async with ModelRegistrySimulator(admin_key=REGISTRY_KEY, tenants=["team-a"]) as sim:
         yield sim
@@ -110,6 +119,7 @@ def make_settings(
     baseten_url: str,
     ngrok_url: str = "http://127.0.0.1:9",
     registry_url: str = "http://127.0.0.1:9",
+    together_url: str = "http://127.0.0.1:9",
     **overrides: Any,
 ) -> Settings:
     fast = {"timeout": 1.0, "max_retries": 2, "backoff_base": 0.05, "backoff_cap": 0.2, "max_inline_retry_after": 5.0}
@@ -126,6 +136,7 @@ def make_settings(
         "baseten": UpstreamSettings(base_url=baseten_url, **fast),
         "ngrok": UpstreamSettings(base_url=ngrok_url, **fast),
         "model_registry": UpstreamSettings(base_url=f"{registry_url}/api/v1", **fast),
+        "together": UpstreamSettings(base_url=f"{together_url}/v1", **fast),
     }
     values.update(overrides)
     return Settings(**values)
@@ -196,9 +207,13 @@ class OperatorRunner:
 
 @pytest.fixture
 async def operator(
-    kube_env: KubeEnv, baseten: BasetenSimulator, ngrok: NgrokSimulator, registry: ModelRegistrySimulator
+    kube_env: KubeEnv,
+    baseten: BasetenSimulator,
+    ngrok: NgrokSimulator,
+    registry: ModelRegistrySimulator,
+    together: TogetherSimulator,
 ) -> AsyncIterator[OperatorRunner]:
-    runner = OperatorRunner(make_settings(kube_env.url, baseten.url, ngrok.url, registry.url))
+    runner = OperatorRunner(make_settings(kube_env.url, baseten.url, ngrok.url, registry.url, together.url))
     await runner.start()
     try:
         yield runner
@@ -212,11 +227,20 @@ async def credentials(kube_env: KubeEnv) -> str:
     await kube_env.kube.put_secret("ngrok", {"apiKey": NGROK_KEY})
     await kube_env.kube.put_secret("registry", {"apiKey": REGISTRY_KEY})
     await kube_env.kube.put_secret("openai", {"apiKey": OPENAI_KEY})
+    await kube_env.kube.put_secret("together", {"apiKey": TOGETHER_KEY})
     return "baseten"
 
 
 # Every key the suite uses is a canary: none may appear in any log line of the whole run.
-CANARIES = (API_KEY, NGROK_KEY, REGISTRY_KEY, OPENAI_KEY, "bt-rotated-key-77aa01", "sk-rotated-key-123456")
+CANARIES = (
+    API_KEY,
+    NGROK_KEY,
+    REGISTRY_KEY,
+    OPENAI_KEY,
+    TOGETHER_KEY,
+    "bt-rotated-key-77aa01",
+    "sk-rotated-key-123456",
+)
 
 
 class _CanaryHandler(logging.Handler):
@@ -243,6 +267,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     root = logging.getLogger()
     root.addHandler(_canary_handler)
     root.setLevel(logging.DEBUG)
+    # cel-python traces every evaluation step at DEBUG: no keys there, only a slowdown.
+    logging.getLogger("celpy").setLevel(logging.WARNING)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

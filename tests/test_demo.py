@@ -19,7 +19,9 @@ def test_demo_converges_every_example() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "All 4 resources are Ready." in result.stdout
+    assert "All 5 resources are Ready." in result.stdout
     assert "demo-baseten-key" not in result.stdout + result.stderr
     assert "demo-ngrok-key" not in result.stdout + result.stderr
     assert "sk-demo-not-a-real-key" not in result.stdout + result.stderr
+    assert "demo-together-key" not in result.stdout + result.stderr
+    assert "Starting" in result.stdout, "the table shows the endpoint starting up"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 READY = "Ready"
 SYNCED = "Synced"
+PROGRESSING = "Progressing"
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -49,7 +50,7 @@ def merge_conditions(
             "lastTransitionTime": stamp if flipped else previous.get("lastTransitionTime", stamp),  # type: ignore[union-attr]
             "observedGeneration": generation,
         }
-    order = [READY, SYNCED]
+    order = [READY, SYNCED, PROGRESSING]
     return sorted(by_type.values(), key=lambda c: (order.index(c["type"]) if c["type"] in order else 99, c["type"]))
 
 

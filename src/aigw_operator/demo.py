@@ -26,11 +26,13 @@ from aigw_operator.simulators.kubectl import Kube, condition
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
 from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
+from aigw_operator.simulators.together import TogetherSimulator
 
 NAMESPACE = "demo"
 DEMO_KEY = "demo-baseten-key"
 NGROK_DEMO_KEY = "demo-ngrok-key"
 REGISTRY_DEMO_KEY = "demo-registry-key"
+TOGETHER_DEMO_KEY = "demo-together-key"
 
 
 def find_examples() -> Path:
@@ -104,6 +106,8 @@ async def demo(timeout: float = 120.0) -> int:
         BasetenSimulator(api_keys=[DEMO_KEY]) as baseten,
         NgrokSimulator(api_keys=[NGROK_DEMO_KEY]) as ngrok,
         ModelRegistrySimulator(admin_key=REGISTRY_DEMO_KEY) as registry,
+        # A short simulated start-up, so the table shows PENDING -> STARTING -> STARTED.
+        TogetherSimulator(api_keys=[TOGETHER_DEMO_KEY], pending_seconds=1.0, starting_seconds=2.0) as together,
         httpx.AsyncClient(base_url=kube_server.url, timeout=10) as http,
     ):
         # Baseten names secrets by an id it assigns; the example refers to the secret by name.
@@ -120,12 +124,14 @@ async def demo(timeout: float = 120.0) -> int:
         print(f"Baseten simulator:       {baseten.url}")
         print(f"ngrok simulator:         {ngrok.url}")
         print(f"model registry:          {registry.url}/api/v1")
+        print(f"Together simulator:      {together.url}/v1")
         env = dict(
             os.environ,
             AIGW_KUBE_API_URL=kube_server.url,
             AIGW_BASETEN__BASE_URL=baseten.url,
             AIGW_NGROK__BASE_URL=ngrok.url,
             AIGW_MODEL_REGISTRY__BASE_URL=f"{registry.url}/api/v1",
+            AIGW_TOGETHER__BASE_URL=f"{together.url}/v1",
             AIGW_LOG_LEVEL="WARNING",
             AIGW_SHORT_POLL_INTERVAL="1",
             AIGW_METRICS_PORT="0",

@@ -86,6 +86,18 @@ class KubeClient:
         response.raise_for_status()
         return True
 
+    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> bool:
+        """Merge-patch annotations (None removes one); False when the object is gone."""
+        response = await self._http.patch(
+            ref.path,
+            json={"metadata": {"annotations": dict(annotations)}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        if response.status_code == 404:
+            return False
+        response.raise_for_status()
+        return True
+
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         now = datetime.datetime.now(datetime.UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,13 +23,14 @@ from aigw_operator import FINALIZER, GROUP, VERSION, metrics
 from aigw_operator import conditions as cond
 from aigw_operator.credentials import Credentials
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
+from aigw_operator.kinds.dedicated_endpoint import DedicatedEndpointAdapter
 from aigw_operator.kinds.gateway_endpoint import GatewayEndpointAdapter
 from aigw_operator.kinds.model import ModelAdapter
 from aigw_operator.kinds.provider import ProviderAdapter
 from aigw_operator.kube import Connection, KubeClient, ObjectRef
 from aigw_operator.reconcile import ObjectState, Reconciler, Resource
 from aigw_operator.settings import Settings, UpstreamSettings
-from aigw_operator.upstreams import baseten, model_registry, ngrok
+from aigw_operator.upstreams import baseten, model_registry, ngrok, together
 from aigw_operator.upstreams.http import UpstreamClient
 
 logger = logging.getLogger("aigw_operator.operator")
@@ -55,6 +56,9 @@ class _LazyKube:
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         await self._require().post_event(ref, type_, reason, message)
 
+    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> bool:
+        return await self._require().patch_annotations(ref, annotations)
+
 
 @dataclass
 class _Handle:
@@ -76,7 +80,12 @@ def _upstream_client(name: str, upstream: UpstreamSettings) -> UpstreamClient:
         "observer": metrics.observe_upstream,
         "retry_observer": metrics.observe_retry,
     }
-    factories = {"baseten": baseten.new_client, "ngrok": ngrok.new_client, "model-registry": model_registry.new_client}
+    factories = {
+        "baseten": baseten.new_client,
+        "ngrok": ngrok.new_client,
+        "model-registry": model_registry.new_client,
+        "together": together.new_client,
+    }
     return factories[name](upstream.base_url, **options)
 
 
@@ -86,7 +95,12 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kube = _LazyKube()
-        upstreams = {"baseten": settings.baseten, "ngrok": settings.ngrok, "model-registry": settings.model_registry}
+        upstreams = {
+            "baseten": settings.baseten,
+            "ngrok": settings.ngrok,
+            "model-registry": settings.model_registry,
+            "together": settings.together,
+        }
         self.credentials = Credentials(
             self.kube,
             {name: upstream.api_key for name, upstream in upstreams.items()},
@@ -97,6 +111,7 @@ class Runtime:
             GatewayEndpointAdapter(baseten.BasetenClient(self.upstreams["baseten"])),
             ProviderAdapter(ngrok.NgrokClient(self.upstreams["ngrok"])),
             ModelAdapter(model_registry.ModelRegistryClient(self.upstreams["model-registry"])),
+            DedicatedEndpointAdapter(together.TogetherClient(self.upstreams["together"])),
         ]
         self.reconcilers: list[Reconciler[Any, Any]] = [
             Reconciler(adapter, self.kube, self.credentials, settings) for adapter in adapters

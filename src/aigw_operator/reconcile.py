@@ -36,10 +36,20 @@ from aigw_operator.upstreams.http import (
 
 logger = logging.getLogger("aigw_operator.reconcile")
 
+# When an adapter's create is costly to duplicate, the time a create was last attempted.
+CREATE_PENDING_ANNOTATION = "aigw.dev/create-pending"
+
 # Refusals that only a new spec can cure: no upstream call until the generation changes.
 TERMINAL_REASONS = ("InvalidSpec", "RecreateRequired")
 # Failures the loop retries by itself (reported as result="requeue" in the metrics).
-TRANSIENT_REASONS = ("UpstreamUnavailable", "UpstreamChanged", "RateLimited", "CredentialsMissing", "DeletionBlocked")
+TRANSIENT_REASONS = (
+    "HardwareUnavailable",
+    "UpstreamUnavailable",
+    "UpstreamChanged",
+    "RateLimited",
+    "CredentialsMissing",
+    "DeletionBlocked",
+)
 
 SpecT = TypeVar("SpecT", bound=pydantic.BaseModel)
 SpecT_contra = TypeVar("SpecT_contra", bound=pydantic.BaseModel, contravariant=True)
@@ -77,6 +87,7 @@ class Adapter(Protocol[SpecT_contra, ObservedT]):
 class KubeWriter(Protocol):
     async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> bool: ...
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
+    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,10 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 await self._finish(resource, state, report, warning=True)
                 return Outcome(self._resync_delay(resource))
             if observed is None:
+                if getattr(self.adapter, "create_marker", False):
+                    # Written before the POST: if its outcome is lost, find() knows to look for it.
+                    marker = {CREATE_PENDING_ANNOTATION: f"{time.time():.3f}"}
+                    await self.kube.patch_annotations(resource.ref, marker)
                 observed = await self.adapter.create(api_key, spec)
                 report.event("Normal", "Created", f"created {self._describe(observed)}")
                 if gone:
@@ -230,6 +245,15 @@ class Reconciler(Generic[SpecT, ObservedT]):
         readiness = self.adapter.readiness(spec, observed)
         report.set(Condition(cond.READY, "True" if readiness.ready else "False", readiness.reason, readiness.message))
         report.set(Condition(cond.SYNCED, "True", "ReconcileSuccess"))
+        if getattr(self.adapter, "progressing_condition", False):
+            report.set(
+                Condition(
+                    cond.PROGRESSING,
+                    "True" if readiness.progressing else "False",
+                    readiness.reason if readiness.progressing else "Settled",
+                    readiness.message if readiness.progressing else "",
+                )
+            )
         await self._finish(resource, state, report, observed=observed)
         if readiness.progressing:
             return Outcome(self.settings.short_poll_interval)
@@ -287,7 +311,9 @@ class Reconciler(Generic[SpecT, ObservedT]):
             return Outcome(max(exc.retry_after, 0.1))
         # Unavailable, or a 404 on a call other than the initial observe (the object vanished
         # mid-reconcile): both settle at the next attempt.
-        reason = "UpstreamUnavailable" if isinstance(exc, Unavailable) else "UpstreamChanged"
+        reason = getattr(exc, "reason", None) or (
+            "UpstreamUnavailable" if isinstance(exc, Unavailable) else "UpstreamChanged"
+        )
         state.failures += 1
         report.fail(reason, message, set_ready=not ready_known)
         await self._finish(resource, state, report, warning=True, observed=observed)
@@ -395,7 +421,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                     return ""
                 raise
 
-        prepared: SpecT = await prepare(spec, resource.ref, secret)
+        prepared: SpecT = await prepare(spec, resource, secret)
         return prepared
 
     def _parse(self, resource: Resource) -> SpecT:

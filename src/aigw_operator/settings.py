@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         default_factory=lambda: UpstreamSettings(base_url="http://127.0.0.1:8080/api/v1"),
         description="The one registry this installation manages Models in; resources cannot name a URL.",
     )
+    together: UpstreamSettings = Field(
+        default_factory=lambda: UpstreamSettings(base_url="https://api.together.ai/v1", rate_limit_per_second=5)
+    )
     ngrok: UpstreamSettings = Field(
         default_factory=lambda: UpstreamSettings(base_url="https://api.ngrok.ai", rate_limit_per_second=1.5)
     )

@@ -20,8 +20,7 @@ from aigw_operator.kinds.common import (
     cel,
     validations,
 )
-from aigw_operator.kube import ObjectRef
-from aigw_operator.reconcile import Readiness
+from aigw_operator.reconcile import Readiness, Resource
 from aigw_operator.upstreams.http import InvalidSpec, NotFound
 from aigw_operator.upstreams.model_registry import ModelRegistryClient, RegistryModel
 
@@ -180,9 +179,10 @@ class ModelAdapter:
         self.client = client
 
     async def prepare(
-        self, spec: ModelSpec, ref: ObjectRef, secret: Callable[[SecretKeyRef], Awaitable[str]]
+        self, spec: ModelSpec, resource: Resource, secret: Callable[[SecretKeyRef], Awaitable[str]]
     ) -> DesiredModel:
-        return DesiredModel(spec, spec.name or ref.name, await secret(spec.configuration.api_key_secret_ref))
+        name = spec.name or resource.ref.name
+        return DesiredModel(spec, name, await secret(spec.configuration.api_key_secret_ref))
 
     async def get(self, api_key: str, spec: DesiredModel, upstream_id: str) -> RegistryModel:
         # The API addresses models by name, which can change: the id is found in the (unpaged) list.

@@ -1,0 +1,311 @@
+"""DedicatedEndpoint: a Together AI dedicated inference endpoint (billed per minute of GPU time)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from aigw_operator.kinds.common import (
+    AGE_COLUMN,
+    READY_COLUMNS,
+    CamelModel,
+    CommonStatus,
+    DeletionPolicy,
+    KindInfo,
+    PrinterColumn,
+    SecretKeyRef,
+    cel,
+    validations,
+)
+from aigw_operator.reconcile import CREATE_PENDING_ANNOTATION, Readiness, Resource
+from aigw_operator.upstreams.http import InvalidSpec, NotFound, Unavailable
+from aigw_operator.upstreams.together import Endpoint, TogetherClient
+
+IMMUTABLE_FIELDS = ("model", "hardware", "disableSpeculativeDecoding", "availabilityZone")
+IMMUTABLE_RULE = cel(
+    "self.replacePolicy == 'Recreate' || ("
+    + " && ".join(
+        f"(has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f}))" for f in IMMUTABLE_FIELDS
+    )
+    + ")",
+    "model, hardware, disableSpeculativeDecoding and availabilityZone cannot be changed on a Together endpoint: "
+    "set replacePolicy: Recreate to let the operator delete it and create a new one (with downtime)",
+)
+MOVING = ("PENDING", "STARTING", "STOPPING")
+
+
+class AutoscalingSpec(CamelModel):
+    """Replica bounds."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": validations(
+            cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")
+        )
+    }
+
+    min_replicas: int = Field(ge=1, le=100, description="Replicas kept even without load (>= 1).")
+    max_replicas: int = Field(ge=1, le=100, description="Replicas under load (>= minReplicas).")
+
+
+class DedicatedEndpointSpec(CamelModel):
+    """The desired Together AI dedicated endpoint."""
+
+    model_config = CamelModel.model_config | {"json_schema_extra": validations(IMMUTABLE_RULE)}
+
+    model: str = Field(min_length=1, max_length=256, description="Model to deploy, e.g. meta-llama/Llama-3-8b-chat-hf.")
+    hardware: str = Field(min_length=1, max_length=128, description="Hardware id, e.g. 2x_nvidia_h100_80gb_sxm.")
+    autoscaling: AutoscalingSpec = Field(description="Replica bounds.")
+    state: Literal["Started", "Stopped"] = Field(
+        default="Started", description="Started serves (and bills); Stopped stops the endpoint."
+    )
+    display_name: str | None = Field(
+        default=None, max_length=256, description="Human-readable name. Default: <namespace>/<name>."
+    )
+    inactive_timeout_minutes: int | None = Field(
+        default=None, ge=0, le=100000, description="Stop automatically after this many idle minutes; 0 disables."
+    )
+    disable_speculative_decoding: bool | None = Field(default=None, description="Turn speculative decoding off.")
+    availability_zone: str | None = Field(default=None, max_length=64, description="Availability zone to deploy in.")
+    restart_after_auto_stop: bool = Field(
+        default=True,
+        description="When Together stops an idle endpoint while state is Started, start it again (it costs "
+        "money); false: report Ready=False reason AutoStopped and leave it stopped.",
+    )
+    replace_policy: Literal["Never", "Recreate"] = Field(
+        default="Never",
+        description="Never: refuse changes of model, hardware, disableSpeculativeDecoding or availabilityZone. "
+        "Recreate: delete the endpoint, then create the new one (never two billed endpoints; downtime).",
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a Together API key. Unset: the operator's default key."
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default="Delete", description="Delete: delete the Together endpoint with this resource. Orphan: leave it."
+    )
+
+
+@dataclass(frozen=True)
+class DesiredEndpoint:
+    spec: DedicatedEndpointSpec
+    display_name: str
+    # When a create was last attempted (the create-pending annotation); None: never.
+    create_pending_since: float | None
+
+    @property
+    def credentials_secret_ref(self) -> SecretKeyRef | None:
+        return self.spec.credentials_secret_ref
+
+    @property
+    def deletion_policy(self) -> str:
+        return self.spec.deletion_policy
+
+    def autoscaling(self) -> dict[str, int]:
+        return {"min_replicas": self.spec.autoscaling.min_replicas, "max_replicas": self.spec.autoscaling.max_replicas}
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model": self.spec.model,
+            "hardware": self.spec.hardware,
+            "autoscaling": self.autoscaling(),
+            "display_name": self.display_name,
+            "state": self.spec.state.upper(),
+        }
+        if self.spec.inactive_timeout_minutes is not None:
+            data["inactive_timeout"] = self.spec.inactive_timeout_minutes
+        if self.spec.disable_speculative_decoding is not None:
+            data["disable_speculative_decoding"] = self.spec.disable_speculative_decoding
+        if self.spec.availability_zone is not None:
+            data["availability_zone"] = self.spec.availability_zone
+        return data
+
+
+class DedicatedEndpointStatus(CommonStatus):
+    """What the operator last observed in Together."""
+
+    name: str | None = Field(default=None, description="System name used for inference requests.")
+    state: str | None = Field(default=None, description="Upstream state: PENDING, STARTING, STARTED, ...")
+    hardware: str | None = Field(default=None, description="Hardware the endpoint runs on.")
+    min_replicas: int | None = Field(default=None, description="Autoscaling minimum as Together reports it.")
+    max_replicas: int | None = Field(default=None, description="Autoscaling maximum as Together reports it.")
+
+
+INFO = KindInfo(
+    kind="DedicatedEndpoint",
+    plural="dedicatedendpoints",
+    singular="dedicatedendpoint",
+    short_names=("dep",),
+    description="A Together AI dedicated inference endpoint (billed per minute while it runs).",
+    spec_model=DedicatedEndpointSpec,
+    status_model=DedicatedEndpointStatus,
+    printer_columns=(
+        PrinterColumn("Model", ".spec.model", description="Deployed model"),
+        PrinterColumn("Hardware", ".spec.hardware", description="Hardware"),
+        PrinterColumn("State", ".status.state", description="Upstream state"),
+        PrinterColumn("Min", ".spec.autoscaling.minReplicas", type="integer", description="Min replicas"),
+        PrinterColumn("Max", ".spec.autoscaling.maxReplicas", type="integer", description="Max replicas"),
+        *READY_COLUMNS,
+        AGE_COLUMN,
+    ),
+)
+
+
+class HardwareUnavailable(Unavailable):
+    reason = "HardwareUnavailable"
+
+
+class ReplaceRequired(InvalidSpec):
+    reason = "RecreateRequired"
+
+
+class DedicatedEndpointAdapter:
+    """Observe / create / update / delete Together endpoints for the generic loop."""
+
+    info = INFO
+    upstream = "together"
+    create_marker = True
+    progressing_condition = True
+
+    def __init__(self, client: TogetherClient) -> None:
+        self.client = client
+
+    async def prepare(
+        self, spec: DedicatedEndpointSpec, resource: Resource, secret: Callable[[SecretKeyRef], Awaitable[str]]
+    ) -> DesiredEndpoint:
+        pending: float | None = None
+        with contextlib.suppress(TypeError, ValueError):
+            pending = float(resource.annotations.get(CREATE_PENDING_ANNOTATION))  # type: ignore[arg-type]
+        name = spec.display_name or f"{resource.ref.namespace}/{resource.ref.name}"
+        return DesiredEndpoint(spec, name, pending)
+
+    async def get(self, api_key: str, spec: DesiredEndpoint, upstream_id: str) -> Endpoint:
+        return await self.client.get(api_key, upstream_id)
+
+    async def find(self, api_key: str, spec: DesiredEndpoint) -> Endpoint | None:
+        # Only after a create whose outcome is unknown: display names are not unique, so never
+        # adopt an endpoint this resource did not (maybe) create.
+        if spec.create_pending_since is None:
+            return None
+        for item in await self.client.list(api_key):
+            if item.model not in (None, spec.spec.model):
+                continue
+            candidate = await self.client.get(api_key, item.id)
+            if candidate.display_name == spec.display_name and candidate.hardware == spec.spec.hardware:
+                return candidate
+        return None
+
+    async def create(self, api_key: str, spec: DesiredEndpoint) -> Endpoint:
+        options = await self.client.hardware(api_key, spec.spec.model)
+        if options.get(spec.spec.hardware) != "available":
+            offered = ", ".join(f"{h} ({s})" for h, s in sorted(options.items())) or "none"
+            raise HardwareUnavailable(
+                "together",
+                None,
+                f"hardware {spec.spec.hardware} is {options.get(spec.spec.hardware, 'not offered')} for "
+                f"{spec.spec.model}; options: {offered}",
+                method="GET",
+                route="/hardware",
+            )
+        return await self.client.create(api_key, spec.payload())
+
+    def diff(self, spec: DesiredEndpoint, observed: Endpoint) -> dict[str, Any] | None:
+        changes: dict[str, Any] = {}
+        immutable = [
+            name
+            for name, wanted, actual in (
+                ("model", spec.spec.model, observed.model),
+                ("hardware", spec.spec.hardware, observed.hardware),
+            )
+            if actual is not None and wanted != actual
+        ]
+        if immutable:
+            changes["recreate"] = immutable
+        if observed.display_name is not None and observed.display_name != spec.display_name:
+            changes["display_name"] = spec.display_name
+        if observed.autoscaling is not None and observed.autoscaling.model_dump() != spec.autoscaling():
+            changes["autoscaling"] = spec.autoscaling()
+        wanted = spec.spec.state.upper()
+        if wanted == "STARTED" and observed.state == "STOPPED" and spec.spec.restart_after_auto_stop:
+            changes["state"] = "STARTED"
+        elif wanted == "STOPPED" and observed.state in ("PENDING", "STARTING", "STARTED", "ERROR"):
+            changes["state"] = "STOPPED"
+        return changes or None
+
+    async def update(
+        self, api_key: str, observed: Endpoint, spec: DesiredEndpoint, changes: dict[str, Any]
+    ) -> Endpoint:
+        if "recreate" in changes:
+            if spec.spec.replace_policy != "Recreate":
+                raise ReplaceRequired(
+                    "together",
+                    None,
+                    f"the Together endpoint differs from the spec in {', '.join(changes['recreate'])}, which "
+                    "cannot change in place; set replacePolicy: Recreate to replace it",
+                    method="PATCH",
+                    route="/endpoints/{id}",
+                )
+            # Delete first: never two billed endpoints for one resource.
+            with contextlib.suppress(NotFound):
+                await self.client.delete(api_key, observed.id)
+            return await self.create(api_key, spec)
+        patch = {k: v for k, v in changes.items() if k in ("display_name", "autoscaling", "state")}
+        if spec.spec.inactive_timeout_minutes is not None:
+            # Not reported back by the API, so it is sent with every other change.
+            patch["inactive_timeout"] = spec.spec.inactive_timeout_minutes
+        return await self.client.patch(api_key, observed.id, patch)
+
+    def describe_update(self, changes: dict[str, Any], before: Endpoint) -> list[tuple[str, str, str]]:
+        if changes.get("state") == "STARTED" and before.state == "STOPPED":
+            return [
+                (
+                    "Warning",
+                    "Restarted",
+                    "Together had stopped the endpoint (idle timeout?) while the spec says Started; started it again",
+                )
+            ]
+        if "recreate" in changes:
+            return [
+                ("Warning", "Recreated", f"replaced endpoint {before.id} to change {', '.join(changes['recreate'])}")
+            ]
+        return []
+
+    async def delete(self, api_key: str, spec: DesiredEndpoint, upstream_id: str) -> None:
+        await self.client.delete(api_key, upstream_id)
+
+    def upstream_id(self, observed: Endpoint) -> str:
+        return observed.id
+
+    def readiness(self, spec: DesiredEndpoint, observed: Endpoint) -> Readiness:
+        state = observed.state
+        if state in ("PENDING", "STARTING"):
+            return Readiness(False, "Starting", f"the endpoint is {state}", progressing=True)
+        if state == "STOPPING":
+            return Readiness(False, "Stopping", "the endpoint is STOPPING", progressing=True)
+        if state == "ERROR":
+            return Readiness(False, "Error", "Together reports the endpoint in state ERROR")
+        if state == "STOPPED":
+            if spec.spec.state == "Started":
+                return Readiness(
+                    False,
+                    "AutoStopped",
+                    "Together stopped the endpoint; restartAfterAutoStop is "
+                    "false, so it stays stopped until the spec changes",
+                )
+            return Readiness(False, "Stopped", "the endpoint is stopped, as the spec says")
+        if observed.autoscaling is not None and observed.autoscaling.model_dump() != spec.autoscaling():
+            return Readiness(False, "Scaling", "autoscaling is moving to the spec's bounds", progressing=True)
+        return Readiness(True, "Available", f"{observed.name} serves {observed.model}")
+
+    def status_fields(self, observed: Endpoint) -> dict[str, Any]:
+        return {
+            "id": observed.id,
+            "name": observed.name,
+            "state": observed.state,
+            "hardware": observed.hardware,
+            "minReplicas": observed.autoscaling.min_replicas if observed.autoscaling else None,
+            "maxReplicas": observed.autoscaling.max_replicas if observed.autoscaling else None,
+            "createdAt": observed.created_at,
+        }
