@@ -91,6 +91,12 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "upstream deleted (Orphan)": (endpoint(ready=("False", "UpstreamDeleted")), "Degraded"),
     "deletion blocked": (endpoint(deleting=True, ready=("False", "DeletionBlocked")), "Degraded"),
     "slug owned by another resource": (endpoint(ready=("False", "AlreadyManaged")), "Degraded"),
+    "recreate required": (endpoint(ready=("False", "RecreateRequired")), "Degraded"),
+    "dedicated endpoint in ERROR": (endpoint(ready=("False", "Error")), "Degraded"),
+    "dedicated endpoint stopped": (endpoint(ready=("False", "Stopped")), "Suspended"),
+    "dedicated endpoint auto-stopped": (endpoint(ready=("False", "AutoStopped")), "Suspended"),
+    "dedicated endpoint starting": (endpoint(ready=("False", "Starting")), "Progressing"),
+    "hardware unavailable": (endpoint(ready=("False", "HardwareUnavailable")), "Progressing"),
     "transient sync failure while serving": (
         endpoint(synced=("False", "UpstreamUnavailable")),
         "Healthy",

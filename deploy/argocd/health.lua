@@ -6,6 +6,7 @@
 --              with a reason the operator retries by itself (Creating, UpstreamUnavailable, ...).
 -- Degraded:    Ready or Synced False with a reason that needs a human: the spec, the key or the
 --              upstream object must change before the operator can make progress.
+-- Suspended:   a DedicatedEndpoint that is stopped (spec.state Stopped, or an idle stop left alone).
 local hs = {}
 
 local terminal = {
@@ -16,6 +17,8 @@ local terminal = {
   DeletionBlocked = true,
   AlreadyManaged = true,
   RegionMismatch = true,
+  RecreateRequired = true,
+  Error = true,
 }
 
 local function condition(conditions, type_)
@@ -77,6 +80,13 @@ end
 if ready == nil then
   hs.status = "Progressing"
   hs.message = "Waiting for the Ready condition"
+  return hs
+end
+
+-- A DedicatedEndpoint stopped on purpose, or left stopped after an idle stop, costs nothing.
+if ready.status == "False" and (ready.reason == "Stopped" or ready.reason == "AutoStopped") then
+  hs.status = "Suspended"
+  hs.message = describe(ready)
   return hs
 end
 
