@@ -44,19 +44,6 @@ class Endpoint(BaseModel):
     updated_at: str | None = None
 
 
-def _error_message(response: httpx.Response) -> str:
-    # Baseten's error bodies are undocumented: prefer the "error"/"detail" field, else the raw text.
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text
-    if isinstance(body, dict):
-        for key in ("error", "detail", "message"):
-            if isinstance(body.get(key), str):
-                return str(body[key])
-    return response.text
-
-
 def _retry_after(response: httpx.Response) -> float | None:
     try:
         value = response.json().get("retry_after")
@@ -70,7 +57,6 @@ def new_client(base_url: str, *, transport: httpx.AsyncBaseTransport | None = No
         name="baseten",
         base_url=base_url,
         auth_scheme="Api-Key",
-        error_message=_error_message,
         retry_after_from_body=_retry_after,
         transport=transport,
         **options,

@@ -385,9 +385,7 @@ class UpstreamClient:
             await self._acquire(credential, method, route)
             started = time.monotonic()
             try:
-                response = await self._client.request(
-                    method, path, json=json, params=params, headers=request_headers
-                )
+                response = await self._client.request(method, path, json=json, params=params, headers=request_headers)
             except httpx.RequestError as exc:
                 self._observe(method, route, None, time.monotonic() - started)
                 sent = not isinstance(exc, _NOT_SENT)
@@ -440,9 +438,7 @@ class UpstreamClient:
         credential = self._credentials.get(fingerprint)
         if credential is None:
             bucket = (
-                _TokenBucket(self.rate_limit_per_second, self.rate_limit_burst)
-                if self.rate_limit_per_second
-                else None
+                _TokenBucket(self.rate_limit_per_second, self.rate_limit_burst) if self.rate_limit_per_second else None
             )
             credential = self._credentials[fingerprint] = _Credential(bucket=bucket)
         return credential
@@ -485,9 +481,7 @@ class UpstreamClient:
         # No hint: back off without jitter, so the wait still grows and is never zero.
         return min(self.backoff_cap, self.backoff_base * (2.0 ** min(attempt, 62)))
 
-    async def _sleep_before_retry(
-        self, method: str, route: str, reason: str, attempt: int, hint: float | None
-    ) -> None:
+    async def _sleep_before_retry(self, method: str, route: str, reason: str, attempt: int, hint: float | None) -> None:
         delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
         if hint is not None:
             delay = max(delay, hint)

@@ -36,22 +36,11 @@ class Endpoint(BaseModel):
     created_at: str | None = None
 
 
-def _error_message(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return response.text
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    return response.text
-
-
 def new_client(base_url: str, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any) -> UpstreamClient:
     return UpstreamClient(
         name="together",
         base_url=base_url,
         auth_scheme="Bearer",
-        error_message=_error_message,
         transport=transport,
         **options,
     )
