@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from openapi_core import Config, OpenAPI
@@ -130,6 +131,20 @@ def _close_objects(doc: dict[str, Any]) -> None:
             node["additionalProperties"] = False
 
 
+def _nullable_to_type_union(doc: dict[str, Any]) -> None:
+    """Read OpenAPI 3.0's ``nullable: true`` as 3.1 means it: ``type: [T, "null"]``.
+
+    Some 3.1 documents (Together's) still use the 3.0 keyword, which a 3.1 validator
+    ignores; the nulls the vendor really sends would then count as violations.
+    """
+    for node in _walk(doc):
+        if isinstance(node, dict) and node.get("nullable") is True:
+            del node["nullable"]
+            kind = node.get("type")
+            if isinstance(kind, str):
+                node["type"] = [kind, "null"]
+
+
 def _walk(node: Any) -> Iterable[Any]:
     yield node
     if isinstance(node, dict):
@@ -168,6 +183,8 @@ def _build(spec_path: str, mtime_ns: int, paths: tuple[str, ...], closed_objects
     except ValueError:
         spec = yaml.safe_load(text)
     sliced = slice_spec(spec, paths) if paths else spec
+    if str(sliced.get("openapi", "")).startswith("3.1"):
+        _nullable_to_type_union(sliced)
     if closed_objects:
         _close_objects(sliced)
     app = OpenAPI.from_dict(sliced, config=Config())
@@ -225,6 +242,8 @@ class ContractChecker:
         # Requests are checked as if sent to the spec's first server: the simulator's
         # loopback address would otherwise match no server entry.
         self.host_url = built.server_url
+        parts = urlsplit(self.host_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
         #: Time this process spent building the validator (load, slice, spec validation).
         self.setup_seconds = built.setup_seconds
         #: Time this constructor took: near zero when the cache already held the validator.
@@ -249,7 +268,8 @@ class ContractChecker:
     def documented_statuses(self, req: ContractRequest) -> set[str] | None:
         """Statuses the spec documents for this operation, or None when the operation is unknown."""
         try:
-            found = self._finder.find(req.method.lower(), self.host_url + req.path)
+            # req.path is the full request path (a server URL's own path, e.g. /v1, included).
+            found = self._finder.find(req.method.lower(), self._origin + req.path)
         except PathError:
             return None
         return {str(k) for k in (found.operation / "responses").keys()}  # noqa: SIM118 (a SchemaPath, not a dict)

@@ -9,8 +9,6 @@ made here are listed on :class:`TogetherSimulator`.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import re
 import time
 import uuid
@@ -19,12 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from aigw_operator.simulators.base import ApiError, Call, Json, Route, SimulatorServer
-from aigw_operator.simulators.contract import ContractChecker, ContractRequest, ContractResponse
+from aigw_operator.simulators.contract import ContractChecker
 
 # Spec paths are relative to the spec's server (``https://api.together.ai/v1``).
 TOGETHER_SPEC_PATHS = ("/endpoints", "/endpoints/{endpointId}", "/hardware")
@@ -58,33 +55,6 @@ def default_spec_path() -> Path:
     """``<repo root>/../shared/openapi/together.openapi.yaml``, as laid out in CI and locally."""
     repo_root = Path(__file__).resolve().parents[3]
     return repo_root.parent / "shared" / "openapi" / "together.openapi.yaml"
-
-
-class ServerPathContractChecker(ContractChecker):
-    """A :class:`ContractChecker` for a spec whose server URL has a path (``.../v1``).
-
-    openapi-core joins the server URL and the request path as URLs, so requests
-    must carry the full ``/v1/...`` path; the base class's status lookup instead
-    concatenates them (``/v1/v1/...``), finds no operation and would then check
-    undocumented statuses. Stripping the server path there keeps both right.
-    """
-
-    def documented_statuses(self, req: ContractRequest) -> set[str] | None:
-        prefix = urlsplit(self.host_url).path.rstrip("/")
-        return super().documented_statuses(dataclasses.replace(req, path=req.path.removeprefix(prefix)))
-
-    def check_response(self, req: ContractRequest, resp: ContractResponse) -> list[str]:
-        # ErrorData marks param/code ``nullable: true``, an OpenAPI 3.0 keyword that
-        # a 3.1 validator ignores, so the null Together really sends would be flagged.
-        # Checking the body without its null param/code honours what the spec means.
-        try:
-            payload = json.loads(resp.body) if resp.body else None
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-            err = {k: v for k, v in payload["error"].items() if not (k in ("param", "code") and v is None)}
-            resp = dataclasses.replace(resp, body=json.dumps({**payload, "error": err}).encode())
-        return super().check_response(req, resp)
 
 
 def rfc3339(moment: datetime) -> str:
@@ -231,7 +201,7 @@ class TogetherSimulator(SimulatorServer):
         rate_limit: float | None = None,
     ) -> None:
         checker = (
-            ServerPathContractChecker(Path(spec_path) if spec_path else default_spec_path(), TOGETHER_SPEC_PATHS)
+            ContractChecker(Path(spec_path) if spec_path else default_spec_path(), TOGETHER_SPEC_PATHS)
             if contract
             else None
         )
