@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,8 @@ class Runtime:
             Reconciler(adapter, self.kube, self.credentials, settings) for adapter in adapters
         ]
         self.handles: dict[str, _Handle] = {}
+        # When an object's loop last finished a step: the liveness probe fails if this stalls.
+        self.progress_at = time.monotonic()
         self._tempfiles: list[Any] = []
 
     def handle(self, uid: str) -> _Handle:
@@ -230,7 +233,17 @@ class Runtime:
                     delay,
                     extra={"kind": info.kind, "namespace": meta.get("namespace"), "object_name": meta.get("name")},
                 )
+            self.progress_at = time.monotonic()
             await self._sleep(handle, stopped, delay)
+
+    def liveness(self) -> dict[str, Any]:
+        """For kopf's health endpoint: fails when no object's loop has moved for too long."""
+        stalled = time.monotonic() - self.progress_at
+        # Every loop wakes at least once per resync interval; allow two of them plus a margin.
+        limit = 2 * self.settings.resync_interval * (1 + self.settings.resync_jitter) + 60
+        if self.handles and stalled > limit:
+            raise RuntimeError(f"no reconcile finished for {stalled:.0f}s with {len(self.handles)} objects watched")
+        return {"objects": len(self.handles), "seconds_since_progress": round(stalled, 1)}
 
     def _initial_delay(self, body: Mapping[str, Any]) -> float:
         # After a restart, converged objects are spread over a while instead of all at once.
@@ -275,6 +288,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo:
         return await runtime.login(**kwargs)
+
+    @kopf.on.probe(registry=registry, id="reconcile")
+    def reconcile_probe(**_: Any) -> dict[str, Any]:
+        return runtime.liveness()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
