@@ -22,7 +22,7 @@ KEY = "together-sim-key-1"
 ENDPOINTS = "/v1/endpoints"
 HW = "1x_nvidia_h100_80gb_sxm"
 # Short timers keep the suite fast; 0.1 s steps are still far apart on a loaded CI runner.
-STEP = 0.1
+STEP = 0.25  # long enough that a loaded CI machine still sees every state
 
 
 def body(**extra: Any) -> dict[str, Any]:
@@ -65,7 +65,7 @@ async def state(client: httpx.AsyncClient, endpoint_id: str) -> str:
     return value
 
 
-async def wait_for(client: httpx.AsyncClient, endpoint_id: str, wanted: str, timeout: float = 2.0) -> list[str]:
+async def wait_for(client: httpx.AsyncClient, endpoint_id: str, wanted: str, timeout: float = 10.0) -> list[str]:
     """Poll until ``wanted``; returns the distinct states seen on the way, in order."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -220,7 +220,7 @@ async def test_auto_stop_hook(sim: TogetherSimulator, client: httpx.AsyncClient)
 async def test_inactive_timeout_stops_idle_endpoint(sim: TogetherSimulator, client: httpx.AsyncClient) -> None:
     # One simulated minute is STEP seconds: STARTED after 2 steps, idle-stopped 2 steps later.
     ep = await create(client, inactive_timeout=2)
-    seen = await wait_for(client, ep["id"], "STOPPED", timeout=3.0)
+    seen = await wait_for(client, ep["id"], "STOPPED", timeout=10.0)
     assert seen[:3] == ["PENDING", "STARTING", "STARTED"] and seen[-1] == "STOPPED"
     assert sim.endpoints[ep["id"]].auto_stopped
 
