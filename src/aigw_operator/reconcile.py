@@ -185,13 +185,15 @@ class Reconciler(Generic[SpecT, ObservedT]):
             # The upstream refused this very spec: asking again would only be refused again.
             return Outcome(None)
 
+        # Read from the spec as written: what an adapter's prepare() makes of it need not carry them.
         ref: SecretKeyRef | None = getattr(spec, "credentials_secret_ref", None)
+        policy = getattr(spec, "deletion_policy", "Delete")
         observed: ObservedT | None = None
         try:
             spec = await self._prepare(resource, spec)
             api_key = await self._api_key(resource, ref)
             observed, gone = await self._observe(api_key, resource, spec, report)
-            if gone and spec.deletion_policy == "Orphan":  # type: ignore[attr-defined]
+            if gone and policy == "Orphan":
                 report.fail(
                     "UpstreamDeleted",
                     f"{self.info.kind} {resource.status.get('id')} was deleted outside Kubernetes; "

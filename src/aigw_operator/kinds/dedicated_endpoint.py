@@ -95,14 +95,6 @@ class DesiredEndpoint:
     # When a create was last attempted (the create-pending annotation); None: never.
     create_pending_since: float | None
 
-    @property
-    def credentials_secret_ref(self) -> SecretKeyRef | None:
-        return self.spec.credentials_secret_ref
-
-    @property
-    def deletion_policy(self) -> str:
-        return self.spec.deletion_policy
-
     def autoscaling(self) -> dict[str, int]:
         return {"min_replicas": self.spec.autoscaling.min_replicas, "max_replicas": self.spec.autoscaling.max_replicas}
 

@@ -98,14 +98,6 @@ class DesiredModel:
     name: str
     api_key: str
 
-    @property
-    def credentials_secret_ref(self) -> SecretKeyRef | None:
-        return self.spec.credentials_secret_ref
-
-    @property
-    def deletion_policy(self) -> str:
-        return self.spec.deletion_policy
-
     def configuration(self) -> dict[str, Any]:
         config = self.spec.configuration
         return {
