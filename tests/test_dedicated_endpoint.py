@@ -170,8 +170,6 @@ async def test_hardware_unavailable_is_reported_with_options(
 async def test_immutable_edit_is_refused_at_apply_time(
     kube_env: KubeEnv, together: TogetherSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
-    if kube_env.emulator is None:
-        pytest.skip("admission is the real API server's: covered by the schema rules")
     await kube_env.kube.create(KIND, PLURAL, "llama", spec())
     response = await kube_env.kube.patch_spec(PLURAL, "llama", {"hardware": "2x_nvidia_h100_80gb_sxm"})
     assert response.status_code == 422 and "replacePolicy: Recreate" in response.text

@@ -6,13 +6,14 @@ import asyncio
 import copy
 from typing import Any
 
+import httpx
 import pytest
 
 from aigw_operator.crds import all_crds
 from aigw_operator.simulators.admission import Invalid, admit
 from aigw_operator.simulators.kubectl import condition
 from aigw_operator.simulators.ngrok import NgrokSimulator
-from tests.conftest import KubeEnv, OperatorRunner
+from tests.conftest import NGROK_KEY, KubeEnv, OperatorRunner
 
 PLURAL = "providers"
 KIND = "Provider"
@@ -200,11 +201,7 @@ async def test_upstream_refusal_is_reported(
     assert ngrok.count("POST", PROVIDERS) == 1
 
 
-def ngrok_client(sim: NgrokSimulator) -> Any:
-    import httpx
-
-    from tests.conftest import NGROK_KEY
-
+def ngrok_client(sim: NgrokSimulator) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=sim.url, headers={"Authorization": f"Bearer {NGROK_KEY}"})
 
 

@@ -51,6 +51,13 @@ TRANSIENT_REASONS = (
     "DeletionBlocked",
 )
 
+
+class ReplaceRequired(InvalidSpec):
+    """The upstream cannot change a field in place and the spec does not allow a replace."""
+
+    reason = "RecreateRequired"
+
+
 SpecT = TypeVar("SpecT", bound=pydantic.BaseModel)
 SpecT_contra = TypeVar("SpecT_contra", bound=pydantic.BaseModel, contravariant=True)
 ObservedT = TypeVar("ObservedT")

@@ -21,8 +21,8 @@ from aigw_operator.kinds.common import (
     cel,
     validations,
 )
-from aigw_operator.reconcile import CREATE_PENDING_ANNOTATION, Readiness, Resource
-from aigw_operator.upstreams.http import InvalidSpec, NotFound, Unavailable
+from aigw_operator.reconcile import CREATE_PENDING_ANNOTATION, Readiness, ReplaceRequired, Resource
+from aigw_operator.upstreams.http import NotFound, Unavailable
 from aigw_operator.upstreams.together import Endpoint, TogetherClient
 
 IMMUTABLE_FIELDS = ("model", "hardware", "disableSpeculativeDecoding", "availabilityZone")
@@ -147,10 +147,6 @@ INFO = KindInfo(
 
 class HardwareUnavailable(Unavailable):
     reason = "HardwareUnavailable"
-
-
-class ReplaceRequired(InvalidSpec):
-    reason = "RecreateRequired"
 
 
 class DedicatedEndpointAdapter:

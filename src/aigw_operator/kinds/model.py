@@ -20,7 +20,7 @@ from aigw_operator.kinds.common import (
     cel,
     validations,
 )
-from aigw_operator.reconcile import Readiness, Resource
+from aigw_operator.reconcile import Readiness, ReplaceRequired, Resource
 from aigw_operator.upstreams.http import InvalidSpec, NotFound
 from aigw_operator.upstreams.model_registry import ModelRegistryClient, RegistryModel
 
@@ -153,10 +153,6 @@ INFO = KindInfo(
 )
 
 CONFIG_FIELDS = ("api_key", "model", "base_url", "system_prompt")
-
-
-class ReplaceRequired(InvalidSpec):
-    reason = "RecreateRequired"
 
 
 class ModelAdapter:
