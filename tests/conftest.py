@@ -262,6 +262,14 @@ class _CanaryHandler(logging.Handler):
 
 _canary_handler = _CanaryHandler()
 
+# One line per reliability area (fault matrix, bad inputs, load, security), printed at the end.
+_summaries: dict[str, str] = {}
+
+
+def record_summary(area: str, line: str) -> None:
+    """Set the summary line the session prints for ``area`` (the last call per area wins)."""
+    _summaries[area] = line
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     root = logging.getLogger()
@@ -275,6 +283,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     summary = f"canary keys: {len(_canary_handler.leaks)} leaks in {_canary_handler.lines} log lines"
     if reporter is not None:
+        for area, line in sorted(_summaries.items()):
+            reporter.write_line(f"{area}: {line}")
         reporter.write_line(summary)
     if _canary_handler.leaks:
         if reporter is not None:
