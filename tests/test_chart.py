@@ -35,6 +35,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "upstreams": {
             "baseten": {"apiKey": {"value": "bt-secret-value"}},
             "ngrok": {"apiKey": {"value": "ng-secret-value", "secretKey": "token"}},
+            "together": {"apiKey": {"value": "tg-secret-value"}},
             "modelRegistry": {
                 "baseUrl": "https://syft.example.com/api/v1",
                 "apiKey": {"value": "mr-secret-value"},
@@ -203,8 +204,10 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
         "AIGW_LOG_LEVEL": "INFO",
         "AIGW_LOG_FORMAT": "json",
         "AIGW_METRICS_PORT": "9090",
+        "AIGW_SECRET_LABEL_SELECTOR": "aigw.dev/watch=true",
         "AIGW_BASETEN__BASE_URL": "https://api.baseten.co",
         "AIGW_NGROK__BASE_URL": "https://api.ngrok.ai",
+        "AIGW_TOGETHER__BASE_URL": "https://api.together.ai/v1",
     }
     assert main["resources"]["limits"]["memory"] == "256Mi"
     # Without any key configured, no Secret exists and none is referenced.
@@ -371,6 +374,7 @@ def test_keys_from_values_for_every_upstream(chart: helm.Chart) -> None:
     expected = {
         "AIGW_BASETEN": ("aigw-aigw-operator-baseten", "apiKey", "bt-secret-value"),
         "AIGW_NGROK": ("aigw-aigw-operator-ngrok", "token", "ng-secret-value"),
+        "AIGW_TOGETHER": ("aigw-aigw-operator-together", "apiKey", "tg-secret-value"),
         "AIGW_MODEL_REGISTRY": ("aigw-aigw-operator-model-registry", "apiKey", "mr-secret-value"),
     }
     assert sorted(secrets) == sorted(name for name, _, _ in expected.values())
@@ -383,7 +387,7 @@ def test_keys_from_values_for_every_upstream(chart: helm.Chart) -> None:
                 assert value not in json.dumps(obj)
     # Rotating any one of the keys rolls the pod.
     checksum = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
-    for upstream in ("baseten", "ngrok", "modelRegistry"):
+    for upstream in ("baseten", "ngrok", "together", "modelRegistry"):
         rotated = copy.deepcopy(values)
         rotated["upstreams"][upstream]["apiKey"]["value"] = "rotated"
         pod = one(render(chart, rotated), "Deployment")["spec"]["template"]
@@ -424,7 +428,7 @@ def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
 
     expected: dict[tuple[str, str], set[str]] = {
         ("", "events"): {"create", "patch"},
-        ("", "secrets"): {"get"},
+        ("", "secrets"): {"get", "list", "watch"},
     }
     for info in all_kinds():
         expected[("aigw.dev", info.plural)] = {"get", "list", "watch", "patch"}
@@ -467,6 +471,17 @@ def test_rbac_namespaced(chart: helm.Chart) -> None:
             "name": roles[0]["metadata"]["name"],
         }
         assert binding["subjects"][0]["namespace"] == NAMESPACE
+
+
+def test_secret_watch_is_what_list_and_watch_on_secrets_are_for(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == "aigw.dev/watch=true"
+    objects = render(chart, {"secretWatch": {"enabled": False}})
+    assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == ""
+    assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get"}
+    namespaced = render(chart, {**VALUE_SETS["namespaced"], "secretWatch": {"enabled": False}})
+    for role in of_kind(namespaced, "Role"):
+        assert _rules(role)[("", "secrets")] == {"get"}
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from aigw_operator import conditions as cond
-from aigw_operator.kinds.gateway_endpoint import GatewayEndpointAdapter, GatewayEndpointSpec
+from aigw_operator.kinds.common import SecretKeyRef
+from aigw_operator.kinds.gateway_endpoint import (
+    DesiredGatewayEndpoint,
+    GatewayEndpointAdapter,
+    GatewayEndpointSpec,
+    secret_name,
+)
 from aigw_operator.upstreams.baseten import Endpoint
 
 
-def make_spec(**targets: str) -> GatewayEndpointSpec:
+def make_spec(**targets: str) -> DesiredGatewayEndpoint:
     target = {"provider": "BASETEN", "modelId": "m1", **targets}
-    return GatewayEndpointSpec.model_validate({"slug": "my-org/a", "targets": [target]})
+    return DesiredGatewayEndpoint(GatewayEndpointSpec.model_validate({"slug": "my-org/a", "targets": [target]}))
 
 
 def observed(slug: str = "my-org/a", **target: str) -> Endpoint:
@@ -70,3 +76,25 @@ def test_conditions_keep_others_and_stable_order() -> None:
     )
     assert [c["type"] for c in merged] == ["Ready", "Synced"]
     assert merged[1]["lastTransitionTime"] == "t0"
+
+
+def test_baseten_secret_names_are_one_per_secret_key_and_never_collide() -> None:
+    names = {
+        secret_name("aigw", namespace, SecretKeyRef(name=name, key=key))
+        for namespace, name, key in [
+            ("a", "b.c", "d"),
+            ("a", "b", "c.d"),
+            ("a-b", "c", "d"),
+            ("a", "b-c", "d"),
+            ("a", "b", "c_d"),
+            ("a", "b", "d"),
+        ]
+    }
+    assert len(names) == 6
+    assert secret_name("aigw", "a", SecretKeyRef(name="b", key="d")) == "aigw_a_b_d"
+    long_ref = SecretKeyRef(name="s" * 253, key="k" * 253)
+    long_names = {
+        secret_name("aigw", "ns", long_ref),
+        secret_name("aigw", "ns", SecretKeyRef(name="s" * 253, key="k" * 252)),
+    }
+    assert len(long_names) == 2 and all(len(n) <= 255 for n in long_names)

@@ -6,7 +6,7 @@ import base64
 import binascii
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import SecretStr
 
@@ -20,6 +20,12 @@ class SecretReader(Protocol):
 
 class CredentialsMissing(Exception):
     """The Secret, or the key in it, is not there (yet)."""
+
+
+class SecretValue(NamedTuple):
+    value: str
+    # The Secret's resourceVersion: tells a rotated value from the one last sent upstream.
+    version: str
 
 
 class Credentials:
@@ -36,7 +42,7 @@ class Credentials:
         self._reader = reader
         self._defaults = dict(defaults)
         self._ttl = ttl
-        self._cache: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._cache: dict[tuple[str, str, str], tuple[float, SecretValue]] = {}
 
     async def api_key(self, upstream: str, namespace: str, ref: SecretKeyRef | None) -> str:
         if ref is None:
@@ -48,9 +54,9 @@ class Credentials:
             value = default.get_secret_value()
             register_secret(value)
             return value
-        return await self.secret_value(namespace, ref)
+        return (await self.secret(namespace, ref)).value
 
-    async def secret_value(self, namespace: str, ref: SecretKeyRef) -> str:
+    async def secret(self, namespace: str, ref: SecretKeyRef) -> SecretValue:
         """Any Secret value a spec refers to (e.g. a key the upstream object must hold)."""
         cache_key = (namespace, ref.name, ref.key)
         cached = self._cache.get(cache_key)
@@ -64,7 +70,12 @@ class Credentials:
         if ref is not None:
             self._cache.pop((namespace, ref.name, ref.key), None)
 
-    async def _read(self, namespace: str, ref: SecretKeyRef) -> str:
+    def forget_secret(self, namespace: str, name: str) -> None:
+        """The Secret changed: every key of it is read again on next use."""
+        for cached in [k for k in self._cache if k[:2] == (namespace, name)]:
+            del self._cache[cached]
+
+    async def _read(self, namespace: str, ref: SecretKeyRef) -> SecretValue:
         secret = await self._reader.get_secret(namespace, ref.name)
         if secret is None:
             raise CredentialsMissing(f"Secret {namespace}/{ref.name} not found")
@@ -80,4 +91,4 @@ class Credentials:
         if not value:
             raise CredentialsMissing(f"Secret {namespace}/{ref.name} key {ref.key!r} is empty")
         register_secret(value)
-        return value
+        return SecretValue(value, str((secret.get("metadata") or {}).get("resourceVersion") or ""))

@@ -68,6 +68,9 @@ class _Handle:
     state: ObjectState = field(default_factory=ObjectState)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     trigger: tuple[Any, ...] | None = None
+    # The latest body seen: which Secrets the object refers to.
+    kind: str = ""
+    body: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _upstream_client(name: str, upstream: UpstreamSettings) -> UpstreamClient:
@@ -109,7 +112,11 @@ class Runtime:
         )
         self.upstreams = {name: _upstream_client(name, upstream) for name, upstream in upstreams.items()}
         adapters: list[Any] = [
-            GatewayEndpointAdapter(baseten.BasetenClient(self.upstreams["baseten"])),
+            GatewayEndpointAdapter(
+                baseten.BasetenClient(self.upstreams["baseten"]),
+                secret_prefix=settings.baseten_secret_prefix,
+                secret_users=self.target_secret_users,
+            ),
             ProviderAdapter(ngrok.NgrokClient(self.upstreams["ngrok"])),
             ModelAdapter(model_registry.ModelRegistryClient(self.upstreams["model-registry"])),
             DedicatedEndpointAdapter(together.TogetherClient(self.upstreams["together"])),
@@ -130,6 +137,29 @@ class Runtime:
 
     def forget(self, uid: str) -> None:
         self.handles.pop(uid, None)
+
+    def target_secret_users(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool:
+        """Whether a GatewayEndpoint other than ``besides`` has a target with this secretRef."""
+        for uid, handle in self.handles.items():
+            meta = handle.body.get("metadata", {})
+            if uid == besides or handle.kind != "GatewayEndpoint" or meta.get("namespace") != namespace:
+                continue
+            if meta.get("deletionTimestamp"):
+                continue
+            for target in (handle.body.get("spec") or {}).get("targets") or ():
+                ref = target.get("secretRef") or {}
+                if ref.get("name") == secret_name and ref.get("key", "apiKey") == key:
+                    return True
+        return False
+
+    def secret_changed(self, namespace: str, name: str) -> None:
+        """A Secret we were told about changed: read it again, and wake whoever refers to it."""
+        self.credentials.forget_secret(namespace, name)
+        for handle in self.handles.values():
+            if handle.body.get("metadata", {}).get("namespace") == namespace and name in _secret_names(
+                handle.body.get("spec")
+            ):
+                handle.wake.set()
 
     async def login(self, logger: logging.Logger | logging.LoggerAdapter[Any], **kwargs: Any) -> kopf.ConnectionInfo:
         if self.settings.kube_api_url:
@@ -180,7 +210,7 @@ class Runtime:
 
     # ------------------------------------------------------------ per-object handlers
 
-    def poke(self, body: Mapping[str, Any], event_type: str | None) -> None:
+    def poke(self, kind: str, body: Mapping[str, Any], event_type: str | None) -> None:
         """Wake the object's loop when something it acts on changed (not for our own status writes)."""
         meta = body.get("metadata", {})
         uid = meta.get("uid", "")
@@ -196,6 +226,7 @@ class Runtime:
             bool(meta.get("deletionTimestamp")),
         )
         handle = self.handle(uid)
+        handle.kind, handle.body = kind, body
         if handle.trigger is not None and handle.trigger != trigger:
             handle.wake.set()
         handle.trigger = trigger
@@ -282,8 +313,32 @@ class Runtime:
         metrics.forget_resource(reconciler.info.kind, meta.get("namespace", ""), meta.get("name", ""))
 
 
+def _secret_names(value: Any) -> set[str]:
+    """Names of the Secrets a spec refers to: every ``*SecretRef``/``secretRef`` in it."""
+    names: set[str] = set()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key.lower().endswith("secretref") and isinstance(item, Mapping) and item.get("name"):
+                names.add(str(item["name"]))
+            else:
+                names |= _secret_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            names |= _secret_names(item)
+    return names
+
+
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+
+    if runtime.settings.secret_label_selector:
+        # Only Secrets carrying the label reach us (a server-side selector; see kopf_settings).
+        @kopf.on.event("v1", "secrets", registry=registry)
+        def secret_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+            if type is None:
+                return  # the initial listing: nothing changed
+            meta = body.get("metadata", {})
+            runtime.secret_changed(meta.get("namespace", ""), meta.get("name", ""))
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo:
@@ -307,7 +362,7 @@ def _register(registry: kopf.OperatorRegistry, runtime: Runtime, reconciler: Rec
 
     @kopf.on.event(*resource, registry=registry)
     async def changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-        runtime.poke(body, type)
+        runtime.poke(reconciler.info.kind, body, type)
 
     # The daemon must stop between reconciles, never in the middle of an upstream call.
     @kopf.daemon(*resource, registry=registry, id="reconcile", cancellation_timeout=60.0)
@@ -319,13 +374,27 @@ def _register(registry: kopf.OperatorRegistry, runtime: Runtime, reconciler: Rec
         await runtime.finalize(reconciler, body)
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps a copy of the last handled spec only to diff it for create/update handlers.
+
+    We register none (the loop compares the spec with the upstream, not with an older
+    spec), so storing it would cost one more write per object and change for nothing.
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     result = kopf.OperatorSettings()
     result.persistence.finalizer = FINALIZER
     result.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    result.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    result.persistence.diffbase_storage = _NoDiffBase()
+    if settings.secret_label_selector:
+        result.watching.label_selectors["v1", "secrets"] = settings.secret_label_selector
     result.peering.standalone = True
     # We post our own, deduplicated Events; kopf's per-handler Events would double them.
     result.posting.enabled = False

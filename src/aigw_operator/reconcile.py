@@ -19,9 +19,10 @@ import pydantic
 from aigw_operator import conditions as cond
 from aigw_operator import metrics
 from aigw_operator.conditions import Condition
-from aigw_operator.credentials import Credentials, CredentialsMissing
+from aigw_operator.credentials import Credentials, CredentialsMissing, SecretValue
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, KindInfo, SecretKeyRef
 from aigw_operator.kube import ObjectRef
+from aigw_operator.listings import Listings, fingerprint
 from aigw_operator.redaction import redact
 from aigw_operator.settings import Settings
 from aigw_operator.upstreams.http import (
@@ -38,6 +39,9 @@ logger = logging.getLogger("aigw_operator.reconcile")
 
 # When an adapter's create is costly to duplicate, the time a create was last attempted.
 CREATE_PENDING_ANNOTATION = "aigw.dev/create-pending"
+# How old a shared listing may be when it is searched for an object to create: a create that
+# the listing missed is refused by the upstream's unique key and then found by a fresh listing.
+FIND_LISTING_MAX_AGE = 2.0
 
 # Refusals that only a new spec can cure: no upstream call until the generation changes.
 TERMINAL_REASONS = ("InvalidSpec", "RecreateRequired")
@@ -73,13 +77,32 @@ class Readiness:
 
 
 class Adapter(Protocol[SpecT_contra, ObservedT]):
-    """What a kind contributes: its API, nothing about Kubernetes."""
+    """What a kind contributes: its API, nothing about Kubernetes.
+
+    Optional extras the loop uses when an adapter has them:
+
+    - ``list_all(api_key, spec) -> {id: item}``: the upstream's list call, for batched drift
+      checks; ``list_scope(spec) -> str`` when one credential sees several collections.
+      Items are full observed objects unless the adapter also has
+      ``listed_unchanged(spec, item, status) -> bool`` (the list lacks fields: it decides
+      from what the list has, and the loop still GETs every ``full_observe_interval``).
+    - ``matches(spec, item) -> bool``: the upstream's unique key, so that creates look for
+      an existing object in a shared listing, and a create refused as a duplicate adopts it.
+    - ``find(api_key, spec)``: the search for adapters without such a key.
+    - ``prepare(spec, resource, secret, deleting=)``: fills in what only Kubernetes knows
+      (names, Secret values) and may put upstream objects the main one refers to in place
+      first; what it did goes into the status through the prepared spec's ``extra_status``.
+    - ``settle(api_key, spec, observed) -> status fields``: upstream objects that refer to
+      the main one, synced after it; ``extras_current(spec, status)`` says whether a routine
+      resync may skip that.
+    - ``describe_update``, ``create_marker``, ``progressing_condition``,
+      ``credentials_optional``: see their use below.
+    """
 
     info: KindInfo
     upstream: str
 
     async def get(self, api_key: str, spec: SpecT_contra, upstream_id: str) -> ObservedT: ...
-    async def find(self, api_key: str, spec: SpecT_contra) -> ObservedT | None: ...
     async def create(self, api_key: str, spec: SpecT_contra) -> ObservedT: ...
     def diff(self, spec: SpecT_contra, observed: ObservedT) -> dict[str, Any] | None: ...
     async def update(
@@ -134,6 +157,10 @@ class ObjectState:
     failures: int = 0
     events: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Monotonic times: the last create attempt (a listing must be newer to prove it failed)
+    # and the last full observation (GET) of the upstream object.
+    create_attempted: float | None = None
+    observed_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -160,6 +187,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
         # Which resource manages which upstream object: one upstream object, one resource.
         self._owners: dict[str, tuple[str, str]] = {}
         self._owned: dict[str, str] = {}
+        self.listings = Listings()
 
     # ---------------------------------------------------------------- reconcile
 
@@ -197,9 +225,15 @@ class Reconciler(Generic[SpecT, ObservedT]):
         policy = getattr(spec, "deletion_policy", "Delete")
         observed: ObservedT | None = None
         try:
-            spec = await self._prepare(resource, spec)
             api_key = await self._api_key(resource, ref)
-            observed, gone = await self._observe(api_key, resource, spec, report)
+            spec = await self._prepare(resource, spec, api_key)
+            report.extra_status.update(getattr(spec, "extra_status", None) or {})
+            if await self._unchanged_by_listing(api_key, resource, spec, state, report):
+                state.failures = 0
+                self._claim(resource, str(resource.status["id"]))
+                self._record(resource, report, list(resource.status.get("conditions") or ()))
+                return Outcome(self._resync_delay(resource))
+            observed, gone = await self._observe(api_key, resource, spec, state, report)
             if gone and policy == "Orphan":
                 report.fail(
                     "UpstreamDeleted",
@@ -224,8 +258,9 @@ class Reconciler(Generic[SpecT, ObservedT]):
                     # Written before the POST: if its outcome is lost, find() knows to look for it.
                     marker = {CREATE_PENDING_ANNOTATION: f"{time.time():.3f}"}
                     await self.kube.patch_annotations(resource.ref, marker)
-                observed = await self.adapter.create(api_key, spec)
-                report.event("Normal", "Created", f"created {self._describe(observed)}")
+                observed = await self._create(api_key, spec, state, report)
+                if not report.adopted:
+                    report.event("Normal", "Created", f"created {self._describe(observed)}")
                 if gone:
                     report.event("Warning", "Recreated", "the upstream object was deleted outside Kubernetes")
             else:
@@ -234,6 +269,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                     unchanged_spec = resource.status.get("observedGeneration") == resource.generation and not gone
                     before = observed
                     observed = await self.adapter.update(api_key, observed, spec, changes)
+                    self._remember(api_key, spec, observed)
                     describe = getattr(self.adapter, "describe_update", None)
                     for event in describe(changes, before) if describe else ():
                         report.event(*event)
@@ -242,6 +278,9 @@ class Reconciler(Generic[SpecT, ObservedT]):
                         report.event("Normal", "DriftCorrected", f"upstream differed from the spec in: {fields}")
                     else:
                         report.event("Normal", "Updated", f"updated {fields}")
+            settle = getattr(self.adapter, "settle", None)
+            if settle is not None:
+                report.extra_status.update(await settle(api_key, spec, observed))
         except CredentialsMissing as exc:
             report.fail("CredentialsMissing", str(exc), set_ready=True)
             await self._finish(resource, state, report, warning=True, observed=observed)
@@ -268,14 +307,111 @@ class Reconciler(Generic[SpecT, ObservedT]):
             return Outcome(self.settings.short_poll_interval)
         return Outcome(self._resync_delay(resource))
 
+    async def _unchanged_by_listing(
+        self, api_key: str, resource: Resource, spec: SpecT, state: ObjectState, report: _Report
+    ) -> bool:
+        """A routine resync whose object a shared listing shows as nothing to act on."""
+        list_all = getattr(self.adapter, "list_all", None)
+        listed_unchanged = getattr(self.adapter, "listed_unchanged", None)
+        extras_current = getattr(self.adapter, "extras_current", None)
+        status = resource.status
+        synced = cond.find(status.get("conditions"), cond.SYNCED)
+        progressing = cond.find(status.get("conditions"), cond.PROGRESSING)
+        routine = (
+            list_all is not None
+            and status.get("id")
+            and status.get("observedGeneration") == resource.generation
+            and synced is not None
+            and synced.get("status") == "True"
+            # A moving object is followed with GETs: the listing would only add a call.
+            and (progressing is None or progressing.get("status") != "True")
+            and state.failures == 0
+            and all(status.get(k) == v for k, v in report.extra_status.items())
+            and (extras_current is None or extras_current(spec, status))
+            # Where the list lacks fields, a full observation now and then catches drift in them.
+            and (listed_unchanged is None or time.monotonic() - state.observed_at < self.settings.full_observe_interval)
+        )
+        if not routine:
+            return False
+        max_age = self._resync_interval(resource) * (1 - self.settings.resync_jitter)
+        item = (await self._listing(api_key, spec, max_age=max_age)).get(str(status["id"]))
+        if item is None:
+            return False
+        if listed_unchanged is not None:
+            return bool(listed_unchanged(spec, item, status))
+        if self.adapter.diff(spec, item):
+            return False
+        readiness = self.adapter.readiness(spec, item)
+        ready = cond.find(status.get("conditions"), cond.READY)
+        if (
+            readiness.progressing
+            or ready is None
+            or ready.get("status") != ("True" if readiness.ready else "False")
+            or ready.get("reason") != readiness.reason
+        ):
+            return False
+        return all(status.get(k) == v for k, v in self.adapter.status_fields(item).items() if v is not None)
+
+    def _listing_key(self, api_key: str, spec: SpecT) -> tuple[str, str]:
+        scope = getattr(self.adapter, "list_scope", None)
+        return fingerprint(api_key), scope(spec) if scope else ""
+
+    async def _listing(
+        self, api_key: str, spec: SpecT, *, max_age: float, started_after: float | None = None
+    ) -> Mapping[str, Any]:
+        list_all = self.adapter.list_all  # type: ignore[attr-defined]
+        return await self.listings.get(
+            self._listing_key(api_key, spec),
+            lambda: list_all(api_key, spec),
+            max_age=max_age,
+            started_after=started_after,
+        )
+
+    def _remember(self, api_key: str, spec: SpecT, observed: ObservedT) -> None:
+        """Our own writes go into the shared listing, which would otherwise show them late."""
+        if hasattr(self.adapter, "list_all") and not hasattr(self.adapter, "listed_unchanged"):
+            self.listings.put(self._listing_key(api_key, spec), self.adapter.upstream_id(observed), observed)
+
+    async def _find(self, api_key: str, spec: SpecT, state: ObjectState, *, fresh: bool = False) -> ObservedT | None:
+        matches = getattr(self.adapter, "matches", None)
+        if matches is None or not hasattr(self.adapter, "list_all"):
+            # Without a unique key, only the adapter knows when searching is safe (if ever).
+            find = getattr(self.adapter, "find", None)
+            return await find(api_key, spec) if find is not None else None
+        # Only a listing begun after our last create attempt can prove that attempt failed.
+        listing = await self._listing(
+            api_key, spec, max_age=0.0 if fresh else FIND_LISTING_MAX_AGE, started_after=state.create_attempted
+        )
+        found: ObservedT | None = next((item for item in listing.values() if matches(spec, item)), None)
+        return found
+
+    async def _create(self, api_key: str, spec: SpecT, state: ObjectState, report: _Report) -> ObservedT:
+        state.create_attempted = time.monotonic()
+        try:
+            observed = await self.adapter.create(api_key, spec)
+        except (InvalidSpec, Conflict):
+            # A unique key taken since the listing we searched: by our own lost create, or by hand.
+            if not hasattr(self.adapter, "matches"):
+                raise
+            found = await self._find(api_key, spec, state, fresh=True)
+            if found is None:
+                raise
+            report.adopted = True
+            report.event("Normal", "Adopted", f"adopted existing {self._describe(found)}")
+            return found
+        self._remember(api_key, spec, observed)
+        return observed
+
     async def _observe(
-        self, api_key: str, resource: Resource, spec: SpecT, report: _Report
+        self, api_key: str, resource: Resource, spec: SpecT, state: ObjectState, report: _Report
     ) -> tuple[ObservedT | None, bool]:
         """The upstream object and whether a previously known one has disappeared."""
         known_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
         if known_id:
             try:
-                return await self.adapter.get(api_key, spec, str(known_id)), False
+                observed = await self.adapter.get(api_key, spec, str(known_id))
+                state.observed_at = time.monotonic()
+                return observed, False
             except NotFound:
                 if not resource.status.get("id"):
                     raise InvalidSpec(
@@ -288,7 +424,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 gone = True
         else:
             gone = False
-        found = await self.adapter.find(api_key, spec)
+        found = await self._find(api_key, spec, state)
         if found is not None:
             report.adopted = True
             report.event("Normal", "Adopted", f"adopted existing {self._describe(found)}")
@@ -357,18 +493,19 @@ class Reconciler(Generic[SpecT, ObservedT]):
             )
             return Outcome(None)
         try:
-            spec = await self._prepare(resource, spec, for_deletion=True)
             api_key = await self._api_key(resource, ref)
+            spec = await self._prepare(resource, spec, api_key, for_deletion=True)
             upstream_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
             if not upstream_id:
                 # A create may have succeeded without its id reaching the status.
-                found = await self.adapter.find(api_key, spec)
+                found = await self._find(api_key, spec, state, fresh=True)
                 upstream_id = self.adapter.upstream_id(found) if found is not None else None
             if upstream_id and self._claim(resource, str(upstream_id)):
                 upstream_id = None  # another resource manages it: never delete it from here
             if upstream_id:
                 with contextlib.suppress(NotFound):
                     await self.adapter.delete(api_key, spec, str(upstream_id))
+                self.listings.drop(self._listing_key(api_key, spec), str(upstream_id))
                 await self._post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
             self._release(resource)
             return Outcome(None)
@@ -415,22 +552,22 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 return ""
             raise
 
-    async def _prepare(self, resource: Resource, spec: SpecT, *, for_deletion: bool = False) -> SpecT:
+    async def _prepare(self, resource: Resource, spec: SpecT, api_key: str, *, for_deletion: bool = False) -> SpecT:
         """Let the adapter fill in what only Kubernetes knows (names, Secret values)."""
         prepare = getattr(self.adapter, "prepare", None)
         if prepare is None:
             return spec
 
-        async def secret(ref: SecretKeyRef) -> str:
+        async def secret(ref: SecretKeyRef) -> SecretValue:
             try:
-                return await self.credentials.secret_value(resource.ref.namespace, ref)
+                return await self.credentials.secret(resource.ref.namespace, ref)
             except CredentialsMissing:
                 # Deleting never needs the values an object holds, and the Secret may be gone already.
                 if for_deletion:
-                    return ""
+                    return SecretValue("", "")
                 raise
 
-        prepared: SpecT = await prepare(spec, resource, secret)
+        prepared: SpecT = await prepare(spec, resource, secret, api_key=api_key, deleting=for_deletion)
         return prepared
 
     def _parse(self, resource: Resource) -> SpecT:
@@ -441,6 +578,9 @@ class Reconciler(Generic[SpecT, ObservedT]):
         return f"{self.adapter.upstream} object {self.adapter.upstream_id(observed)}"
 
     def _resync_delay(self, resource: Resource) -> float:
+        return _jitter(self._resync_interval(resource), self.settings.resync_jitter)
+
+    def _resync_interval(self, resource: Resource) -> float:
         interval = self.settings.resync_interval
         override = resource.annotations.get(RESYNC_ANNOTATION)
         if override:
@@ -454,7 +594,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                     resource.ref.namespace,
                     resource.ref.name,
                 )
-        return _jitter(interval, self.settings.resync_jitter)
+        return interval
 
     def _backoff(self, failures: int) -> float:
         delay = min(self.settings.error_backoff_base * 2 ** (failures - 1), self.settings.error_backoff_cap)
@@ -474,6 +614,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
             status.update(self.adapter.status_fields(observed))
         elif resource.status.get("id"):
             status.update({k: v for k, v in resource.status.items() if k not in ("conditions", "observedGeneration")})
+        status.update(report.extra_status)
         status["observedGeneration"] = resource.generation
         status["conditions"] = cond.merge_conditions(
             resource.status.get("conditions"), report.conditions, resource.generation
@@ -553,6 +694,8 @@ class _Report:
         self.events: list[tuple[str, str, str]] = []
         self.failure: tuple[str, str] | None = None
         self.adopted = False
+        # Status fields beyond the main upstream object's (e.g. the secrets it refers to).
+        self.extra_status: dict[str, Any] = {}
 
     def set(self, condition: Condition) -> None:
         self.conditions = [c for c in self.conditions if c.type != condition.type] + [condition]

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     namespaces: list[str] = Field(default_factory=list, description="Watched namespaces; empty = all.")
     resync_interval: float = Field(default=300.0, gt=0, description="Seconds between drift checks.")
     resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Fraction of random spread.")
+    full_observe_interval: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Where an upstream's list call lacks fields, GET each object at least this often.",
+    )
     short_poll_interval: float = Field(default=5.0, gt=0, description="Polling while upstream moves.")
     credentials_retry_interval: float = Field(default=10.0, gt=0)
     credentials_cache_ttl: float = Field(default=30.0, ge=0)
@@ -48,6 +53,18 @@ class Settings(BaseSettings):
     error_backoff_cap: float = Field(default=300.0, gt=0)
     access_denied_retry_interval: float = Field(default=120.0, gt=0)
     event_dedupe_seconds: float = Field(default=600.0, ge=0)
+    secret_label_selector: str = Field(
+        default="aigw.dev/watch=true",
+        description="Secrets matching this label selector are watched: a change reaches every resource "
+        "referring to them within seconds. Other Secrets are read again at each resync. Empty: no watch "
+        "(and no list/watch permission on Secrets needed).",
+    )
+    baseten_secret_prefix: str = Field(
+        default="aigw",
+        pattern=r"^[A-Za-z0-9.-]{1,32}$",
+        description="First part of the Baseten secrets made from secretRefs: aigw_<namespace>_<secret>_<key>. "
+        "Give each cluster its own when several share a Baseten workspace.",
+    )
     metrics_port: int | None = Field(
         default=9090, ge=0, le=65535, description="Serve Prometheus /metrics on this port; None disables it."
     )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
+from aigw_operator import conditions as cond
+from aigw_operator.credentials import SecretValue
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -161,13 +163,34 @@ class DedicatedEndpointAdapter:
         self.client = client
 
     async def prepare(
-        self, spec: DedicatedEndpointSpec, resource: Resource, secret: Callable[[SecretKeyRef], Awaitable[str]]
+        self,
+        spec: DedicatedEndpointSpec,
+        resource: Resource,
+        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        *,
+        api_key: str = "",
+        deleting: bool = False,
     ) -> DesiredEndpoint:
         pending: float | None = None
         with contextlib.suppress(TypeError, ValueError):
             pending = float(resource.annotations.get(CREATE_PENDING_ANNOTATION))  # type: ignore[arg-type]
         name = spec.display_name or f"{resource.ref.namespace}/{resource.ref.name}"
         return DesiredEndpoint(spec, name, pending)
+
+    async def list_all(self, api_key: str, spec: Any) -> dict[str, Endpoint]:
+        return {endpoint.id: endpoint for endpoint in await self.client.list(api_key)}
+
+    def listed_unchanged(self, spec: DesiredEndpoint, item: Endpoint, status: Mapping[str, Any]) -> bool:
+        """The list lacks display name, hardware and autoscaling: it can only show that an
+        endpoint settled where the spec wants it is still there, in the same state."""
+        settled = {"Started": ("STARTED", "Available"), "Stopped": ("STOPPED", "Stopped")}[spec.spec.state]
+        ready = cond.find(status.get("conditions"), cond.READY)
+        return (
+            item.state == status.get("state") == settled[0]
+            and item.model in (None, spec.spec.model)
+            and ready is not None
+            and ready.get("reason") == settled[1]
+        )
 
     async def get(self, api_key: str, spec: DesiredEndpoint, upstream_id: str) -> Endpoint:
         return await self.client.get(api_key, upstream_id)

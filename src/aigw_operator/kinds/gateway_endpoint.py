@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
+from aigw_operator.credentials import SecretValue
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -20,7 +24,8 @@ from aigw_operator.kinds.common import (
     immutable,
     validations,
 )
-from aigw_operator.reconcile import Readiness
+from aigw_operator.listings import Listings, fingerprint
+from aigw_operator.reconcile import Readiness, Resource
 from aigw_operator.upstreams.baseten import BasetenClient, Endpoint, Target
 from aigw_operator.upstreams.http import InvalidSpec, NotFound
 
@@ -41,12 +46,22 @@ class GatewayTarget(CamelModel):
                 field_path=".modelId",
             ),
             cel(
-                "self.provider == 'BASETEN' || (has(self.secretId) && has(self.targetModel))",
-                "secretId and targetModel are required when provider is ANTHROPIC or OPENAI",
+                "self.provider == 'BASETEN' || has(self.secretId) != has(self.secretRef)",
+                "exactly one of secretId and secretRef is required when provider is ANTHROPIC or OPENAI",
+            ),
+            cel(
+                "self.provider == 'BASETEN' || has(self.targetModel)",
+                "targetModel is required when provider is ANTHROPIC or OPENAI",
+                field_path=".targetModel",
             ),
             cel(
                 "self.provider == 'BASETEN' || (!has(self.modelId) && !has(self.environmentName))",
                 "modelId and environmentName apply to BASETEN targets only",
+            ),
+            cel(
+                "self.provider != 'BASETEN' || !has(self.secretRef)",
+                "secretRef applies to ANTHROPIC and OPENAI targets only",
+                field_path=".secretRef",
             ),
         )
     }
@@ -63,7 +78,14 @@ class GatewayTarget(CamelModel):
     secret_id: str | None = Field(
         default=None,
         max_length=256,
-        description="Baseten secret that holds the provider credential (ANTHROPIC and OPENAI; required there).",
+        description="Id of a Baseten secret that holds the provider credential (ANTHROPIC and OPENAI; "
+        "this or secretRef is required there).",
+    )
+    secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Kubernetes Secret key (same namespace) holding the provider credential, instead of "
+        "secretId: the operator stores it as a Baseten secret, keeps it in sync when the Secret changes, "
+        "and deletes it when no endpoint uses it any more.",
     )
     target_model: str | None = Field(
         default=None,
@@ -71,12 +93,12 @@ class GatewayTarget(CamelModel):
         description="Upstream model name to send (required for ANTHROPIC and OPENAI; optional for BASETEN).",
     )
 
-    def to_upstream(self) -> Target:
+    def to_upstream(self, secret_id: str | None = None) -> Target:
         return Target(
             provider=self.provider,
             model_id=self.model_id,
             environment_name=self.environment_name,
-            secret_id=self.secret_id,
+            secret_id=secret_id or self.secret_id,
             target_model=self.target_model,
         )
 
@@ -112,12 +134,15 @@ class GatewayEndpointSpec(CamelModel):
         description="Delete: delete the Baseten endpoint with this resource. Orphan: leave it in Baseten.",
     )
 
-    def payload(self) -> dict[str, Any]:
-        return {
-            "slug": self.slug,
-            "region": self.region,
-            "targets": [t.to_upstream().model_dump(exclude_none=True) for t in self.targets],
-        }
+
+class ManagedSecretStatus(CamelModel):
+    """A Baseten secret the operator keeps in sync with a Kubernetes Secret (never its value)."""
+
+    name: str = Field(description="The Baseten secret's name, derived from the Kubernetes Secret's reference.")
+    id: str = Field(description="The Baseten secret's id, used as the target's secret_id; stable across rotation.")
+    secret_name: str = Field(description="The Kubernetes Secret it comes from.")
+    key: str = Field(description="The key within that Secret.")
+    secret_version: str = Field(description="resourceVersion of the Kubernetes Secret last stored in Baseten.")
 
 
 class GatewayEndpointStatus(CommonStatus):
@@ -125,6 +150,9 @@ class GatewayEndpointStatus(CommonStatus):
 
     slug: str | None = Field(default=None, description="The endpoint's slug in Baseten.")
     region: str | None = Field(default=None, description="The endpoint's region in Baseten.")
+    secrets: list[ManagedSecretStatus] | None = Field(
+        default=None, description="Baseten secrets the operator manages for this endpoint's targets."
+    )
 
 
 INFO = KindInfo(
@@ -145,37 +173,169 @@ INFO = KindInfo(
 )
 
 
+# How old the shared listing of Baseten secrets may be when it proves ours still exist.
+SECRETS_LISTING_MAX_AGE = 60.0
+SECRET_NAME_MAX = 255
+
+
+class SecretUsers(Protocol):
+    def __call__(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool: ...
+
+
+@dataclass
+class DesiredGatewayEndpoint:
+    """The spec with the Baseten secrets its targets refer to put in place."""
+
+    spec: GatewayEndpointSpec
+    # Target index -> Baseten secret id, for targets with a secretRef.
+    secret_ids: dict[int, str] = field(default_factory=dict)
+    # Managed secrets this endpoint refers to, and ones it referred to before but no longer does.
+    secrets: list[dict[str, Any]] = field(default_factory=list)
+    stale: list[dict[str, Any]] = field(default_factory=list)
+    namespace: str = ""
+    uid: str = ""
+
+    @property
+    def slug(self) -> str:
+        return self.spec.slug
+
+    @property
+    def region(self) -> str:
+        return self.spec.region
+
+    @property
+    def extra_status(self) -> dict[str, Any]:
+        return {"secrets": self.secrets or None}
+
+    def upstream_targets(self) -> list[Target]:
+        return [t.to_upstream(self.secret_ids.get(i)) for i, t in enumerate(self.spec.targets)]
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "slug": self.spec.slug,
+            "region": self.spec.region,
+            "targets": [t.model_dump(exclude_none=True) for t in self.upstream_targets()],
+        }
+
+
+def secret_name(prefix: str, namespace: str, ref: SecretKeyRef) -> str:
+    """The Baseten secret for a Kubernetes Secret key: one per key, so that endpoints sharing a
+    Secret share it and different Secrets never collide ('_' occurs in neither namespaces nor
+    Secret names, so the parts cannot run into each other)."""
+    name = f"{prefix}_{namespace}_{ref.name}_{ref.key}"
+    if len(name) <= SECRET_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name[: SECRET_NAME_MAX - 17]}_{digest}"
+
+
 class GatewayEndpointAdapter:
     """Observe / create / update / delete Baseten endpoints for the generic loop."""
 
     info = INFO
     upstream = "baseten"
 
-    def __init__(self, client: BasetenClient) -> None:
+    def __init__(
+        self,
+        client: BasetenClient,
+        *,
+        secret_prefix: str = "aigw",
+        secret_users: SecretUsers | None = None,
+    ) -> None:
         self.client = client
+        self.secret_prefix = secret_prefix
+        # Whether another resource of this operator refers to a Kubernetes Secret key.
+        self.secret_users = secret_users
+        self._secrets = Listings()
+
+    async def prepare(
+        self,
+        spec: GatewayEndpointSpec,
+        resource: Resource,
+        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        *,
+        api_key: str = "",
+        deleting: bool = False,
+    ) -> DesiredGatewayEndpoint:
+        namespace = resource.ref.namespace
+        desired = DesiredGatewayEndpoint(spec, namespace=namespace, uid=resource.ref.uid)
+        recorded = {r.get("name"): dict(r) for r in resource.status.get("secrets") or ()}
+        for index, target in enumerate(spec.targets):
+            if target.secret_ref is None:
+                continue
+            name = secret_name(self.secret_prefix, namespace, target.secret_ref)
+            record = recorded.pop(name, None)
+            if deleting:
+                if record is not None:
+                    desired.secrets.append(record)
+                continue
+            value = await secret(target.secret_ref)
+            if record is None or record.get("secretVersion") != value.version or not await self._exists(api_key, name):
+                stored = await self.client.upsert_secret(api_key, name, value.value)
+                self._secrets.put((fingerprint(api_key),), stored.name, stored)
+                record = {
+                    "name": stored.name,
+                    "id": stored.id,
+                    "secretName": target.secret_ref.name,
+                    "key": target.secret_ref.key,
+                    "secretVersion": value.version,
+                }
+            desired.secret_ids[index] = record["id"]
+            desired.secrets.append(record)
+        desired.stale = list(recorded.values())
+        return desired
+
+    async def _exists(self, api_key: str, name: str) -> bool:
+        async def load() -> dict[str, Any]:
+            return {s.name: s for s in await self.client.list_secrets(api_key)}
+
+        listing = await self._secrets.get((fingerprint(api_key),), load, max_age=SECRETS_LISTING_MAX_AGE)
+        return name in listing
+
+    async def _release_secrets(self, api_key: str, spec: DesiredGatewayEndpoint, records: list[dict[str, Any]]) -> None:
+        """Delete the Baseten secrets no endpoint refers to any more (ours or anyone else's)."""
+        if not records:
+            return
+        users = self.secret_users
+        in_use = {
+            target.secret_id
+            for endpoint in (await self.list_all(api_key, spec)).values()
+            for target in endpoint.targets
+        }
+        for record in records:
+            if record.get("id") in in_use:
+                continue
+            if users is not None and users(spec.namespace, record["secretName"], record["key"], besides=spec.uid):
+                continue
+            with contextlib.suppress(NotFound):
+                await self.client.delete_secret(api_key, record["name"])
+            self._secrets.drop((fingerprint(api_key),), record["name"])
 
     async def get(self, api_key: str, spec: Any, upstream_id: str) -> Endpoint:
         return await self.client.get(api_key, upstream_id)
 
-    async def find(self, api_key: str, spec: GatewayEndpointSpec) -> Endpoint | None:
+    async def list_all(self, api_key: str, spec: Any) -> dict[str, Endpoint]:
+        return {endpoint.id: endpoint async for endpoint in self.client.list(api_key)}
+
+    def matches(self, spec: DesiredGatewayEndpoint, item: Endpoint) -> bool:
         # Slugs are unique and Baseten has no idempotency key: the slug is how a create
         # whose response was lost (or a crash before the status write) is found again.
-        return await self.client.find_by_slug(api_key, spec.slug)
+        return item.slug == spec.slug
 
-    async def create(self, api_key: str, spec: GatewayEndpointSpec) -> Endpoint:
+    async def create(self, api_key: str, spec: DesiredGatewayEndpoint) -> Endpoint:
         return await self.client.create(api_key, spec.payload())
 
-    def diff(self, spec: GatewayEndpointSpec, observed: Endpoint) -> dict[str, Any] | None:
+    def diff(self, spec: DesiredGatewayEndpoint, observed: Endpoint) -> dict[str, Any] | None:
         changes: dict[str, Any] = {}
         if spec.slug != observed.slug:
             changes["slug"] = spec.slug
-        desired = [t.to_upstream().normalised() for t in spec.targets]
+        desired = [t.normalised() for t in spec.upstream_targets()]
         if desired != [t.normalised() for t in observed.targets]:
             changes["targets"] = spec.payload()["targets"]
         return changes or None
 
     async def update(
-        self, api_key: str, observed: Endpoint, spec: GatewayEndpointSpec, changes: dict[str, Any]
+        self, api_key: str, observed: Endpoint, spec: DesiredGatewayEndpoint, changes: dict[str, Any]
     ) -> Endpoint:
         current = observed
         if "slug" in changes:
@@ -189,9 +349,10 @@ class GatewayEndpointAdapter:
                 return await self._replace(api_key, observed, spec)
         if "targets" in changes:
             current = await self.client.patch(api_key, current.id, {"targets": changes["targets"]})
+            await self._release_secrets(api_key, spec, spec.stale)
         return current
 
-    async def _replace(self, api_key: str, old: Endpoint, spec: GatewayEndpointSpec) -> Endpoint:
+    async def _replace(self, api_key: str, old: Endpoint, spec: DesiredGatewayEndpoint) -> Endpoint:
         # A crash between the create and the delete leaves the new slug in place: adopt it.
         replacement = await self.client.find_by_slug(api_key, spec.slug)
         if replacement is None:
@@ -202,13 +363,14 @@ class GatewayEndpointAdapter:
             await self.client.delete(api_key, old.id)
         return replacement
 
-    async def delete(self, api_key: str, spec: Any, upstream_id: str) -> None:
+    async def delete(self, api_key: str, spec: DesiredGatewayEndpoint, upstream_id: str) -> None:
         await self.client.delete(api_key, upstream_id)
+        await self._release_secrets(api_key, spec, spec.secrets + spec.stale)
 
     def upstream_id(self, observed: Endpoint) -> str:
         return observed.id
 
-    def readiness(self, spec: GatewayEndpointSpec, observed: Endpoint) -> Readiness:
+    def readiness(self, spec: DesiredGatewayEndpoint, observed: Endpoint) -> Readiness:
         if observed.region and observed.region != spec.region:
             return Readiness(
                 False,

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from aigw_operator.credentials import SecretValue
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -167,10 +168,16 @@ class ModelAdapter:
         self.client = client
 
     async def prepare(
-        self, spec: ModelSpec, resource: Resource, secret: Callable[[SecretKeyRef], Awaitable[str]]
+        self,
+        spec: ModelSpec,
+        resource: Resource,
+        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        *,
+        api_key: str = "",
+        deleting: bool = False,
     ) -> DesiredModel:
         name = spec.name or resource.ref.name
-        return DesiredModel(spec, name, await secret(spec.configuration.api_key_secret_ref))
+        return DesiredModel(spec, name, (await secret(spec.configuration.api_key_secret_ref)).value)
 
     async def get(self, api_key: str, spec: DesiredModel, upstream_id: str) -> RegistryModel:
         # The API addresses models by name, which can change: the id is found in the (unpaged) list.
@@ -179,8 +186,14 @@ class ModelAdapter:
                 return model
         raise _not_found(upstream_id)
 
-    async def find(self, api_key: str, spec: DesiredModel) -> RegistryModel | None:
-        return await self.client.get_by_name(api_key, spec.spec.tenant, spec.name)
+    async def list_all(self, api_key: str, spec: DesiredModel) -> dict[str, RegistryModel]:
+        return {model.id: model for model in await self.client.list(api_key, spec.spec.tenant)}
+
+    def list_scope(self, spec: DesiredModel) -> str:
+        return spec.spec.tenant or ""
+
+    def matches(self, spec: DesiredModel, item: RegistryModel) -> bool:
+        return item.name == spec.name
 
     async def create(self, api_key: str, spec: DesiredModel) -> RegistryModel:
         # The registry stores any configuration it is given; check it against the dtype's schema first.

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from aigw_operator.credentials import SecretValue
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -19,8 +23,9 @@ from aigw_operator.kinds.common import (
     immutable,
     validations,
 )
-from aigw_operator.reconcile import Readiness
-from aigw_operator.upstreams.ngrok import NgrokClient, Provider
+from aigw_operator.reconcile import Readiness, Resource
+from aigw_operator.upstreams.http import NotFound
+from aigw_operator.upstreams.ngrok import NgrokClient, Provider, ProviderKey
 
 ModelId = Annotated[str, Field(min_length=1, max_length=255)]
 
@@ -58,6 +63,16 @@ class ApiSurfaceSpec(CamelModel):
         return data
 
 
+class ProviderKeySpec(CamelModel):
+    """A credential the gateway sends to the provider, kept in sync from a Kubernetes Secret."""
+
+    name: str = Field(min_length=1, max_length=255, description="The key's label in ngrok; unique in this list.")
+    secret_ref: SecretKeyRef = Field(
+        description="Secret key (same namespace) holding the key's value. A change of the Secret rotates "
+        "the key in ngrok."
+    )
+
+
 class ProviderSpec(CamelModel):
     """The desired ngrok AI Gateway provider."""
 
@@ -89,6 +104,14 @@ class ProviderSpec(CamelModel):
         description="Model ids served by the provider, the full set (order does not matter). "
         "An empty list removes every model; unset leaves ngrok's models alone.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    provider_keys: list[ProviderKeySpec] | None = Field(
+        default=None,
+        max_length=20,
+        description="Provider keys the operator creates in ngrok from Kubernetes Secrets, rotates when a "
+        "Secret changes, and deletes when removed from this list or before the provider itself is deleted. "
+        "Unset: keys are left alone.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     credentials_secret_ref: SecretKeyRef | None = Field(
         default=None,
@@ -129,6 +152,16 @@ class ProviderModelStatus(CamelModel):
     model_id: str = Field(description="The model id, as used in providerId:modelId.")
 
 
+class ProviderKeyStatus(CamelModel):
+    """A provider key the operator manages (never its value)."""
+
+    name: str = Field(description="The key's label in ngrok.")
+    id: str = Field(description="The key's id in ngrok.")
+    secret_name: str = Field(description="The Kubernetes Secret its value comes from.")
+    key: str = Field(description="The key within that Secret.")
+    secret_version: str = Field(description="resourceVersion of the Kubernetes Secret last sent to ngrok.")
+
+
 class ProviderStatus(CommonStatus):
     """What the operator last observed in ngrok."""
 
@@ -137,6 +170,9 @@ class ProviderStatus(CommonStatus):
     created_by: ActorRef | None = Field(default=None, description="Who created the provider.")
     last_updated_by: ActorRef | None = Field(default=None, description="Who last updated the provider.")
     models: list[ProviderModelStatus] | None = Field(default=None, description="Models attached in ngrok.")
+    provider_keys: list[ProviderKeyStatus] | None = Field(
+        default=None, description="Provider keys the operator manages for this provider."
+    )
 
 
 INFO = KindInfo(
@@ -169,6 +205,23 @@ def _surfaces(items: list[dict[str, Any]]) -> list[tuple[str, str, tuple[str, ..
     )
 
 
+@dataclass
+class DesiredProvider:
+    """The spec with the values of its provider keys' Secrets read."""
+
+    spec: ProviderSpec
+    keys: list[tuple[ProviderKeySpec, SecretValue]] = field(default_factory=list)
+    # What the status says the operator manages in ngrok.
+    recorded: list[dict[str, Any]] = field(default_factory=list)
+
+    def key_versions(self) -> list[tuple[str, str, str, str]]:
+        return sorted((k.name, k.secret_ref.name, k.secret_ref.key, v.version) for k, v in self.keys)
+
+
+def _recorded_versions(records: Any) -> list[tuple[str, str, str, str]]:
+    return sorted((r["name"], r["secretName"], r["key"], r["secretVersion"]) for r in records or ())
+
+
 class ProviderAdapter:
     """Observe / create / update / delete ngrok providers for the generic loop."""
 
@@ -181,14 +234,30 @@ class ProviderAdapter:
     async def get(self, api_key: str, spec: Any, upstream_id: str) -> Provider:
         return await self.client.get(api_key, upstream_id)
 
-    async def find(self, api_key: str, spec: ProviderSpec) -> Provider | None:
+    async def prepare(
+        self,
+        spec: ProviderSpec,
+        resource: Resource,
+        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        *,
+        api_key: str = "",
+        deleting: bool = False,
+    ) -> DesiredProvider:
+        keys = [(k, await secret(k.secret_ref)) for k in spec.provider_keys or ()] if not deleting else []
+        return DesiredProvider(spec, keys, [dict(r) for r in resource.status.get("providerKeys") or ()])
+
+    async def list_all(self, api_key: str, spec: Any) -> dict[str, Provider]:
+        return {provider.id: provider async for provider in self.client.list(api_key)}
+
+    def matches(self, desired: DesiredProvider, item: Provider) -> bool:
         # providerId is unique per account: a lost create, or a provider made by hand, is found by it.
-        return await self.client.find_by_provider_id(api_key, spec.provider_id)
+        return item.provider_id == desired.spec.provider_id
 
-    async def create(self, api_key: str, spec: ProviderSpec) -> Provider:
-        return await self.client.create(api_key, spec.payload())
+    async def create(self, api_key: str, desired: DesiredProvider) -> Provider:
+        return await self.client.create(api_key, desired.spec.payload())
 
-    def diff(self, spec: ProviderSpec, observed: Provider) -> dict[str, Any] | None:
+    def diff(self, desired: DesiredProvider, observed: Provider) -> dict[str, Any] | None:
+        spec = desired.spec
         changes: dict[str, Any] = {}
         if spec.name != observed.name:
             changes["name"] = spec.name
@@ -197,26 +266,74 @@ class ProviderAdapter:
         if spec.metadata is not None and spec.metadata != (observed.metadata or ""):
             changes["metadata"] = spec.metadata
         if spec.supported_api_surfaces is not None:
-            desired = [s.to_upstream() for s in spec.supported_api_surfaces]
+            surfaces = [s.to_upstream() for s in spec.supported_api_surfaces]
             current = [s.model_dump(by_alias=True, exclude_none=True) for s in observed.supported_api_surfaces or []]
-            if _surfaces(desired) != _surfaces(current):
-                changes["supportedApiSurfaces"] = desired
+            if _surfaces(surfaces) != _surfaces(current):
+                changes["supportedApiSurfaces"] = surfaces
         if spec.models is not None:
             current_models = {m.model_id for m in observed.models or []}
             if set(spec.models) != current_models:
                 changes["models"] = [{"modelId": m} for m in spec.models]
         return changes or None
 
-    async def update(self, api_key: str, observed: Provider, spec: ProviderSpec, changes: dict[str, Any]) -> Provider:
+    async def update(
+        self, api_key: str, observed: Provider, desired: DesiredProvider, changes: dict[str, Any]
+    ) -> Provider:
         return await self.client.patch(api_key, observed.id, changes)
 
-    async def delete(self, api_key: str, spec: Any, upstream_id: str) -> None:
+    def extras_current(self, desired: DesiredProvider, status: Mapping[str, Any]) -> bool:
+        if desired.spec.provider_keys is None:
+            return True
+        return desired.key_versions() == _recorded_versions(status.get("providerKeys"))
+
+    async def settle(self, api_key: str, desired: DesiredProvider, observed: Provider) -> dict[str, Any]:
+        """Provider keys after the provider (ngrok refuses keys for an unknown provider)."""
+        if desired.spec.provider_keys is None:
+            return {}
+        existing = await self.client.list_keys(api_key, observed.provider_id)
+        recorded = {r["name"]: r for r in desired.recorded}
+        records = []
+        for spec, value in desired.keys:
+            record = recorded.pop(spec.name, None)
+            key: ProviderKey | None = existing.get(record["id"]) if record else None
+            if key is None:
+                # Not created yet, deleted out of band, or created by a request whose answer was lost.
+                found = next((k for k in existing.values() if k.name == spec.name), None)
+                if found is None:
+                    key = await self.client.create_key(api_key, observed.provider_id, spec.name, value.value)
+                else:
+                    key = await self.client.rotate_key(api_key, found.id, spec.name, value.value)
+            elif record is not None and record["secretVersion"] != value.version:
+                key = await self.client.rotate_key(api_key, key.id, spec.name, value.value)
+            records.append(
+                {
+                    "name": key.name,
+                    "id": key.id,
+                    "secretName": spec.secret_ref.name,
+                    "key": spec.secret_ref.key,
+                    "secretVersion": value.version,
+                }
+            )
+        for stale in recorded.values():
+            with contextlib.suppress(NotFound):
+                await self.client.delete_key(api_key, stale["id"])
+        return {"providerKeys": records or None}
+
+    async def delete(self, api_key: str, desired: DesiredProvider, upstream_id: str) -> None:
+        # Our keys first: ngrok refuses to delete a provider that keys still refer to.
+        managed = {r["id"] for r in desired.recorded} | {r["name"] for r in desired.recorded}
+        managed |= {k.name for k in desired.spec.provider_keys or ()}
+        if managed:
+            for key in (await self.client.list_keys(api_key, desired.spec.provider_id)).values():
+                if key.id in managed or key.name in managed:
+                    with contextlib.suppress(NotFound):
+                        await self.client.delete_key(api_key, key.id)
         await self.client.delete(api_key, upstream_id)
 
     def upstream_id(self, observed: Provider) -> str:
         return observed.id
 
-    def readiness(self, spec: ProviderSpec, observed: Provider) -> Readiness:
+    def readiness(self, desired: DesiredProvider, observed: Provider) -> Readiness:
         count = len(observed.models or [])
         return Readiness(True, "Available", f"{observed.provider_id} at {observed.base_url} with {count} model(s)")
 

@@ -8,8 +8,9 @@ A simulator is an aiohttp server run in-process on loopback::
 Every request goes through one pipeline (:meth:`SimulatorServer._dispatch`):
 
 1. log the arrival and update the observed request rate;
-2. sleep ``faults.latency`` (before processing, so a client that times out on a
-   slow upstream may still find its write applied, as with a real one);
+2. sleep ``faults.latency`` plus any :meth:`Faults.slow_next` delay (before
+   processing, so a client that times out on a slow upstream may still find its
+   write applied, as with a real one);
 3. injected failures (:meth:`Faults.fail_next`) then injected 429s
    (:meth:`Faults.rate_limit_burst`), neither of which touches state;
 4. :meth:`SimulatorServer.authenticate` (the subclass's auth rules);
@@ -121,6 +122,7 @@ class Faults:
     _failures: deque[int] = field(default_factory=deque)
     _throttles: deque[int] = field(default_factory=deque)
     _losses: dict[str, int] = field(default_factory=dict)
+    _slowdowns: deque[tuple[str | None, float]] = field(default_factory=deque)
 
     def fail_next(self, n: int = 1, status: int = 500) -> None:
         """The next ``n`` requests answer ``status`` in the upstream's error shape, unprocessed."""
@@ -135,11 +137,25 @@ class Faults:
         key = method.upper()
         self._losses[key] = self._losses.get(key, 0) + n
 
+    def slow_next(self, n: int = 1, seconds: float = 2.0, method: str | None = None) -> None:
+        """The next ``n`` requests (of ``method``, or of any method) wait ``seconds`` more than ``latency``
+        before they are processed: a client that gives up first may still find its write carried out."""
+        key = method.upper() if method else None
+        self._slowdowns.extend([(key, seconds)] * n)
+
     def reset(self) -> None:
         self.latency = 0.0
         self._failures.clear()
         self._throttles.clear()
         self._losses.clear()
+        self._slowdowns.clear()
+
+    def take_slowdown(self, method: str) -> float:
+        for index, (key, seconds) in enumerate(self._slowdowns):
+            if key is None or key == method.upper():
+                del self._slowdowns[index]
+                return seconds
+        return 0.0
 
     def take_failure(self) -> int | None:
         return self._failures.popleft() if self._failures else None
@@ -346,8 +362,9 @@ class SimulatorServer:
         self._observe_rate(key, now)
         call = Call(request=request, route=record.route or "", body=body, key=key)
 
-        if self.faults.latency > 0:
-            await asyncio.sleep(self.faults.latency)
+        delay = self.faults.latency + self.faults.take_slowdown(request.method)
+        if delay > 0:
+            await asyncio.sleep(delay)
         try:
             response = await self._answer(call, route, key)
         except ApiError as err:

@@ -40,11 +40,11 @@ class Kube:
         if response.status_code not in (200, 201, 409):
             response.raise_for_status()
 
-    async def put_secret(self, name: str, data: Mapping[str, str]) -> None:
-        body = {
+    async def put_secret(self, name: str, data: Mapping[str, str], labels: Mapping[str, str] | None = None) -> None:
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": {"name": name, "namespace": self.namespace, "labels": dict(labels or {})},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
         path = f"/api/v1/namespaces/{self.namespace}/secrets"
@@ -52,7 +52,7 @@ class Kube:
         if response.status_code == 409:
             response = await self.http.patch(
                 f"{path}/{name}",
-                json={"data": body["data"]},
+                json={"data": body["data"], "metadata": {"labels": body["metadata"]["labels"]}},
                 headers={"Content-Type": "application/merge-patch+json"},
             )
         response.raise_for_status()

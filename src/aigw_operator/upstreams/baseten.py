@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from aigw_operator.upstreams.http import UpstreamClient
 
 ENDPOINTS = "/v1/gateway/endpoints"
 ENDPOINT = "/v1/gateway/endpoints/{id}"
+SECRETS = "/v1/secrets"
+SECRET = "/v1/secrets/{name}"
 PAGE_SIZE = 1000  # the API's maximum; one call covers most installations
 PRODUCTION = "production"
 
@@ -42,6 +45,16 @@ class Endpoint(BaseModel):
     targets: list[Target]
     created_at: str | None = None
     updated_at: str | None = None
+
+
+class Secret(BaseModel):
+    """A Baseten secret's metadata; the API never returns values."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    created_at: str | None = None
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -105,3 +118,17 @@ class BasetenClient:
 
     async def delete(self, api_key: str, endpoint_id: str) -> None:
         await self.http.request("DELETE", f"{ENDPOINTS}/{endpoint_id}", api_key=api_key, route=ENDPOINT)
+
+    async def upsert_secret(self, api_key: str, name: str, value: str) -> Secret:
+        # An upsert by name: repeating it stores the same value under the same id.
+        response = await self.http.request(
+            "POST", SECRETS, api_key=api_key, route=SECRETS, json={"name": name, "value": value}, idempotent=True
+        )
+        return Secret.model_validate(response.json())
+
+    async def list_secrets(self, api_key: str) -> builtins.list[Secret]:
+        response = await self.http.request("GET", SECRETS, api_key=api_key, route=SECRETS)
+        return [Secret.model_validate(item) for item in response.json().get("secrets") or []]
+
+    async def delete_secret(self, api_key: str, name: str) -> None:
+        await self.http.request("DELETE", f"{SECRETS}/{name}", api_key=api_key, route=SECRET)

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from aigw_operator.upstreams.http import NotFound, UpstreamClient
+from aigw_operator.upstreams.http import UpstreamClient
 
 MODELS = "/models/"
 MODEL = "/models/{name}"
@@ -56,15 +56,6 @@ class ModelRegistryClient:
     async def list(self, api_key: str | None, tenant: str | None) -> list[RegistryModel]:
         response = await self.http.request("GET", MODELS, api_key=api_key, route=MODELS, headers=self._headers(tenant))
         return [RegistryModel.model_validate(item) for item in response.json()]
-
-    async def get_by_name(self, api_key: str | None, tenant: str | None, name: str) -> RegistryModel | None:
-        try:
-            response = await self.http.request(
-                "GET", f"/models/{name}", api_key=api_key, route=MODEL, headers=self._headers(tenant)
-            )
-        except NotFound:
-            return None
-        return RegistryModel.model_validate(response.json())
 
     async def config_schema(self, api_key: str | None, tenant: str | None, dtype: str) -> dict[str, Any] | None:
         """The dtype's configuration schema; cached, since it changes only with the server's version."""

@@ -102,8 +102,9 @@ app.kubernetes.io/part-of: aigw-operator
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# Only to read the keys named by spec.credentialsSecretRef; never list or watch.
+# To read the keys resources name (credentialsSecretRef, secretRef, providerKeys); list and watch
+# only for secretWatch, whose label selector makes the API server send labelled Secrets only.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: {{ ternary (list "get" "list" "watch") (list "get") .Values.secretWatch.enabled | toJson }}
 {{- end }}

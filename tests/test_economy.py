@@ -1,0 +1,166 @@
+"""API-call economy on small N: what one create, one no-op resync and one spec change cost on
+the cluster's API server and on the upstream's quota, and that resyncs are batched into list
+calls. benchmarks/ measures the same at scale; these keep regressions out of CI."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from aigw_operator.simulators.base import SimulatorServer
+from aigw_operator.simulators.baseten import BasetenSimulator
+from aigw_operator.simulators.model_registry import ModelRegistrySimulator
+from aigw_operator.simulators.ngrok import NgrokSimulator
+from aigw_operator.simulators.together import TogetherSimulator
+from tests import test_dedicated_endpoint, test_gateway_endpoint, test_model, test_provider
+from tests.conftest import KubeEnv, OperatorRunner
+
+# The upstream calls a routine resync of a converged object may make: list calls only.
+LIST_ROUTES = {
+    "gatewayendpoints": "/v1/gateway/endpoints",
+    "providers": "/providers",
+    "models": "/api/v1/models/",
+    "dedicatedendpoints": "/v1/endpoints",
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    plural: str
+    spec: Callable[[int], dict[str, Any]]
+    sim: str
+    # Writes a create may cost: the finalizer, the status, the Created Event (+ extras below).
+    k8s_writes: int = 3
+    upstream_calls: int = 2
+    # Upstream calls an operator process makes once, not per create.
+    once: int = 0
+
+
+KINDS = [
+    Kind(
+        "GatewayEndpoint",
+        "gatewayendpoints",
+        lambda i: test_gateway_endpoint.spec(slug=f"my-org/m{i}"),
+        "baseten",
+    ),
+    Kind(
+        "Provider",
+        "providers",
+        lambda i: test_provider.spec(providerId=f"vllm-{i}"),
+        "ngrok",
+    ),
+    # Model: the registry's configuration schemas, read once per tenant.
+    Kind("Model", "models", lambda i: test_model.spec(name=f"assistant-{i}"), "registry", once=1),
+    # Together: one more write, the create-pending mark that must precede a POST no upstream
+    # key deduplicates; and status writes while the endpoint starts (PENDING, STARTING...).
+    # Upstream: the hardware check and the POST (then GETs follow the start-up; not counted).
+    Kind("DedicatedEndpoint", "dedicatedendpoints", lambda i: test_dedicated_endpoint.spec(), "together", 5),
+]
+
+
+def _sim(
+    kind: Kind,
+    baseten: BasetenSimulator,
+    ngrok: NgrokSimulator,
+    registry: ModelRegistrySimulator,
+    together: TogetherSimulator,
+) -> SimulatorServer:
+    sims: dict[str, SimulatorServer] = {"baseten": baseten, "ngrok": ngrok, "registry": registry, "together": together}
+    return sims[kind.sim]
+
+
+def _writes(env: KubeEnv) -> int:
+    assert env.emulator is not None
+    return env.emulator.writes()
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.kind for k in KINDS])
+async def test_create_costs(
+    kind: Kind,
+    kube_env: KubeEnv,
+    baseten: BasetenSimulator,
+    ngrok: NgrokSimulator,
+    registry: ModelRegistrySimulator,
+    together: TogetherSimulator,
+    operator: OperatorRunner,
+    credentials: str,
+) -> None:
+    if kube_env.emulator is None:
+        pytest.fail("counts API-server writes: needs the emulator's counters")
+    sim = _sim(kind, baseten, ngrok, registry, together)
+    sim.reset_counts()
+    creates = 3
+    before = _writes(kube_env)
+    for i in range(creates):
+        response = await kube_env.kube.create(kind.kind, kind.plural, f"x{i}", kind.spec(i))
+        assert response.status_code == 201, response.text
+    for i in range(creates):
+        await kube_env.kube.wait_condition(kind.plural, f"x{i}", "Ready", "True")
+    await asyncio.sleep(0.3)  # anything the creates still had in flight
+    writes = _writes(kube_env) - before - creates  # minus our own POSTs of the resources
+    calls = [(r.method, r.route) for r in sim.requests if (r.method, r.route) != ("GET", "/v1/endpoints/{id}")]
+    assert writes <= kind.k8s_writes * creates, (writes, kube_env.emulator.counters())
+    assert len(calls) <= kind.upstream_calls * creates + kind.once, calls
+
+
+async def test_many_resyncs_share_list_calls(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    count, interval, window = 20, 2.0, 5.0
+    await asyncio.gather(
+        *(
+            kube_env.kube.create(
+                "GatewayEndpoint",
+                "gatewayendpoints",
+                f"e{i}",
+                test_gateway_endpoint.spec(slug=f"my-org/e{i}"),
+                annotations={"aigw.dev/resync-seconds": str(interval)},
+            )
+            for i in range(count)
+        )
+    )
+    for i in range(count):
+        await kube_env.kube.wait_condition("gatewayendpoints", f"e{i}", "Ready", "True")
+    await asyncio.sleep(0.5)
+    writes = _writes(kube_env)
+    baseten.reset_counts()
+    await asyncio.sleep(window)
+    resyncs = count * window / interval  # about 50
+    lists = baseten.count("GET", LIST_ROUTES["gatewayendpoints"])
+    # One list call serves every object resyncing within its age limit (0.9 x the interval).
+    assert 1 <= lists <= math.ceil(window / (interval * 0.9)) + 2, lists
+    assert lists < resyncs / 5
+    assert baseten.count("GET", "/v1/gateway/endpoints/{id}") == 0
+    assert [r for r in baseten.requests if r.method != "GET"] == []
+    assert _writes(kube_env) == writes
+
+
+async def test_drift_seen_in_the_listing_is_confirmed_and_corrected(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(
+        "GatewayEndpoint",
+        "gatewayendpoints",
+        "glm",
+        test_gateway_endpoint.spec(),
+        annotations={"aigw.dev/resync-seconds": "1"},
+    )
+    obj = await kube_env.kube.wait_condition("gatewayendpoints", "glm", "Ready", "True")
+    endpoint = baseten.endpoints[obj["status"]["id"]]
+    baseten.reset_counts()
+    endpoint["targets"] = [{"provider": "BASETEN", "model_id": "changed1"}]
+    deadline = asyncio.get_running_loop().time() + 5
+    while baseten.count("PATCH") == 0:
+        assert asyncio.get_running_loop().time() < deadline, "drift not corrected"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    # The listing showed the drift; one GET confirmed it before the one PATCH.
+    assert baseten.count("GET", "/v1/gateway/endpoints/{id}") == 1
+    assert baseten.count("PATCH") == 1
+    assert endpoint["targets"][0]["model_id"] == "3kZ9xqd"
