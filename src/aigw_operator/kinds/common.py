@@ -48,12 +48,14 @@ class SecretKeyRef(CamelModel):
         description="Name of the Secret, in the same namespace as this resource.",
         min_length=1,
         max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
     )
     key: str = Field(
         default="apiKey",
         description="Key within the Secret's data.",
         min_length=1,
         max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
     )
 
 

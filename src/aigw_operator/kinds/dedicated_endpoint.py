@@ -24,7 +24,7 @@ from aigw_operator.kinds.common import (
     validations,
 )
 from aigw_operator.reconcile import CREATE_PENDING_ANNOTATION, Readiness, ReplaceRequired, Resource
-from aigw_operator.upstreams.http import NotFound, Unavailable
+from aigw_operator.upstreams.http import InvalidSpec, NotFound, Unavailable
 from aigw_operator.upstreams.together import Endpoint, TogetherClient
 
 IMMUTABLE_FIELDS = ("model", "hardware", "disableSpeculativeDecoding", "availabilityZone")
@@ -210,12 +210,22 @@ class DedicatedEndpointAdapter:
 
     async def create(self, api_key: str, spec: DesiredEndpoint) -> Endpoint:
         options = await self.client.hardware(api_key, spec.spec.model)
-        if options.get(spec.spec.hardware) != "available":
+        if spec.spec.hardware not in options:
+            # Not a shortage that may pass: this model is not served on that hardware at all.
+            offered = ", ".join(sorted(options)) or "none (is the model name right?)"
+            raise InvalidSpec(
+                "together",
+                None,
+                f"hardware {spec.spec.hardware} is not offered for {spec.spec.model}; offered: {offered}",
+                method="GET",
+                route="/hardware",
+            )
+        if options[spec.spec.hardware] != "available":
             offered = ", ".join(f"{h} ({s})" for h, s in sorted(options.items())) or "none"
             raise HardwareUnavailable(
                 "together",
                 None,
-                f"hardware {spec.spec.hardware} is {options.get(spec.spec.hardware, 'not offered')} for "
+                f"hardware {spec.spec.hardware} is {options[spec.spec.hardware]} for "
                 f"{spec.spec.model}; options: {offered}",
                 method="GET",
                 route="/hardware",

@@ -31,9 +31,9 @@ ModelId = Annotated[str, Field(min_length=1, max_length=255)]
 
 # https everywhere; plain http only to ngrok's private .internal endpoints.
 BASE_URL_RULE = cel(
-    "isURL(self) && (url(self).getScheme() == 'https' || "
+    "isURL(self) && url(self).getHostname() != '' && (url(self).getScheme() == 'https' || "
     "(url(self).getScheme() == 'http' && url(self).getHostname().endsWith('.internal')))",
-    "baseUrl must be an https URL (http is allowed only for ngrok .internal hosts)",
+    "baseUrl must be an https URL with a host (http is allowed only for ngrok .internal hosts)",
 )
 
 
