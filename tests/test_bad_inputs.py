@@ -956,6 +956,13 @@ REFUSED: list[Refused] = [
         registry_names=("taken",),
     ),
     Refused(
+        "model/tenant-the-registry-does-not-have",
+        MODEL,
+        {"tenant": "nope"},
+        "Tenant 'nope' not found",
+        Call("GET", "/api/v1/models/", 404),
+    ),
+    Refused(
         # Together's hardware list says no before any POST: nothing is created, nothing retried.
         "dedicated/hardware-not-offered-for-the-model",
         DEP,

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from aigw_operator.upstreams.http import UpstreamClient
+from aigw_operator.upstreams.http import InvalidSpec, NotFound, UpstreamClient
 
 MODELS = "/models/"
 MODEL = "/models/{name}"
@@ -54,7 +54,13 @@ class ModelRegistryClient:
         return {"X-Tenant-Name": tenant} if tenant else {}
 
     async def list(self, api_key: str | None, tenant: str | None) -> list[RegistryModel]:
-        response = await self.http.request("GET", MODELS, api_key=api_key, route=MODELS, headers=self._headers(tenant))
+        try:
+            response = await self.http.request(
+                "GET", MODELS, api_key=api_key, route=MODELS, headers=self._headers(tenant)
+            )
+        except NotFound as exc:
+            # The collection itself is missing only when the tenant is: a spec error, not a blip.
+            raise InvalidSpec(exc.upstream, exc.status, exc.message, method="GET", route=MODELS) from None
         return [RegistryModel.model_validate(item) for item in response.json()]
 
     async def config_schema(self, api_key: str | None, tenant: str | None, dtype: str) -> dict[str, Any] | None:
