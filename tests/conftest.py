@@ -4,7 +4,9 @@ the Baseten simulator, and the real kopf operator running in-process against bot
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -59,6 +61,23 @@ async def kube_env() -> AsyncIterator[KubeEnv]:
         for crd in all_crds():
             await kube.apply_crd(crd)
         yield KubeEnv(kube=kube, url=server.url, emulator=emulator)
+        await _scan_for_canaries(http)
+
+
+async def _scan_for_canaries(http: httpx.AsyncClient) -> None:
+    """No key may reach an Event or a status (or anywhere else in a custom resource)."""
+    paths = ["/api/v1/events"] + [
+        f"/apis/{c['spec']['group']}/v1alpha1/{c['spec']['names']['plural']}" for c in all_crds()
+    ]
+    for path in paths:
+        items = (await http.get(path)).json().get("items", [])
+        key = "events" if path.endswith("/events") else "resources"
+        _scanned[key] += len(items)
+        for item in items:
+            text = json.dumps(item)
+            leaked = [c[:6] for c in CANARIES if c in text]
+            _scanned["leaks"] += len(leaked)
+            assert not leaked, f"{path}: a key ({leaked}...) is in {item.get('metadata', {}).get('name')}"
 
 
 @contextlib.asynccontextmanager
@@ -129,6 +148,7 @@ def make_settings(
         "resync_interval": 30.0,
         "short_poll_interval": 0.5,
         "credentials_retry_interval": 0.3,
+        "create_settle_seconds": 3.0,
         "credentials_cache_ttl": 0.2,
         "error_backoff_base": 0.2,
         "error_backoff_cap": 1.0,
@@ -264,6 +284,8 @@ _canary_handler = _CanaryHandler()
 
 # One line per reliability area (fault matrix, bad inputs, load, security), printed at the end.
 _summaries: dict[str, str] = {}
+# Events and custom resources scanned for canary keys when each test's emulator closed.
+_scanned: collections.Counter[str] = collections.Counter()
 
 
 def record_summary(area: str, line: str) -> None:
@@ -281,7 +303,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    summary = f"canary keys: {len(_canary_handler.leaks)} leaks in {_canary_handler.lines} log lines"
+    summary = (
+        f"canary keys: {len(_canary_handler.leaks)} leaks in {_canary_handler.lines} log lines, "
+        f"{_scanned['leaks']} in {_scanned['events']} Events and {_scanned['resources']} custom resources "
+        "(statuses included)"
+    )
     if reporter is not None:
         for area, line in sorted(_summaries.items()):
             reporter.write_line(f"{area}: {line}")

@@ -427,11 +427,11 @@ def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
     from aigw_operator.crds import all_kinds
 
     expected: dict[tuple[str, str], set[str]] = {
-        ("", "events"): {"create", "patch"},
+        ("", "events"): {"create"},
         ("", "secrets"): {"get", "list", "watch"},
     }
     for info in all_kinds():
-        expected[("aigw.dev", info.plural)] = {"get", "list", "watch", "patch"}
+        expected[("aigw.dev", info.plural)] = {"list", "watch", "patch"}
         expected[("aigw.dev", f"{info.plural}/status")] = {"patch"}
     return expected
 
@@ -443,7 +443,6 @@ def test_rbac_cluster_wide(chart: helm.Chart) -> None:
     assert rules == {
         **_expected_namespaced_rules(),
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-        ("", "namespaces"): {"list", "watch"},
     }
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]

@@ -53,6 +53,7 @@ TRANSIENT_REASONS = (
     "RateLimited",
     "CredentialsMissing",
     "DeletionBlocked",
+    "CreatePending",
 )
 
 
@@ -161,6 +162,8 @@ class ObjectState:
     # and the last full observation (GET) of the upstream object.
     create_attempted: float | None = None
     observed_at: float = field(default_factory=time.monotonic)
+    # The create-pending mark of a create that was answered: its outcome is known.
+    create_answered: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,10 +258,32 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 return Outcome(self._resync_delay(resource))
             if observed is None:
                 if getattr(self.adapter, "create_marker", False):
+                    if wait := self._unsettled_create(resource, state):
+                        report.fail(
+                            "CreatePending",
+                            "a create whose answer was lost may still be carried out upstream; looking for "
+                            f"its object for up to {wait:.0f}s more before sending another",
+                            set_ready=True,
+                        )
+                        await self._finish(resource, state, report)
+                        # A few looks over the window, not a poll at the short interval throughout.
+                        look = max(self.settings.short_poll_interval, self.settings.create_settle_seconds / 4)
+                        return Outcome(min(wait, look))
                     # Written before the POST: if its outcome is lost, find() knows to look for it.
-                    marker = {CREATE_PENDING_ANNOTATION: f"{time.time():.3f}"}
-                    await self.kube.patch_annotations(resource.ref, marker)
-                observed = await self._create(api_key, spec, state, report)
+                    marker = f"{time.time():.3f}"
+                    await self.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: marker})
+                    try:
+                        observed = await self._create(api_key, spec, state, report)
+                        state.create_answered = marker
+                    except Unavailable as exc:
+                        if not exc.outcome_unknown:
+                            state.create_answered = marker
+                        raise
+                    except UpstreamError:
+                        state.create_answered = marker
+                        raise
+                else:
+                    observed = await self._create(api_key, spec, state, report)
                 if not report.adopted:
                     report.event("Normal", "Created", f"created {self._describe(observed)}")
                 if gone:
@@ -306,6 +331,21 @@ class Reconciler(Generic[SpecT, ObservedT]):
         if readiness.progressing:
             return Outcome(self.settings.short_poll_interval)
         return Outcome(self._resync_delay(resource))
+
+    def _unsettled_create(self, resource: Resource, state: ObjectState) -> float:
+        """Seconds a create with a lost answer may still land upstream (0: none pending).
+
+        Without an idempotency key, a second POST while the first may still be carried out
+        is a second (billed) object: keep looking for the first one until it cannot come.
+        """
+        marker = resource.annotations.get(CREATE_PENDING_ANNOTATION)
+        if not marker or marker == state.create_answered:
+            return 0.0
+        try:
+            sent = float(marker)
+        except ValueError:
+            return 0.0
+        return max(0.0, sent + self.settings.create_settle_seconds - time.time())
 
     async def _unchanged_by_listing(
         self, api_key: str, resource: Resource, spec: SpecT, state: ObjectState, report: _Report

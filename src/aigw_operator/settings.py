@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="Where an upstream's list call lacks fields, GET each object at least this often.",
     )
     short_poll_interval: float = Field(default=5.0, gt=0, description="Polling while upstream moves.")
+    create_settle_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="After a create whose answer was lost, on an upstream without idempotency keys "
+        "(Together), how long the operator keeps looking for the object before it creates another.",
+    )
     credentials_retry_interval: float = Field(default=10.0, gt=0)
     credentials_cache_ttl: float = Field(default=30.0, ge=0)
     error_backoff_base: float = Field(default=2.0, gt=0)

@@ -323,6 +323,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _history_floor: int = attrs.field(default=0, init=False)
     _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
     _counts: collections.Counter[tuple[str, str, str | None]] = attrs.field(factory=collections.Counter, init=False)
+    # (client, verb, group, plural, subresource): which client needed which permission.
+    _access: collections.Counter[tuple[str, str, str, str, str | None]] = attrs.field(
+        factory=collections.Counter, init=False
+    )
     _posted_events: collections.deque[JSON] = attrs.field(factory=collections.deque, init=False)
     _fallback_payloads: dict[int, bool] = attrs.field(factory=dict, init=False)
 
@@ -395,8 +399,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
         """A snapshot of all counters keyed by (verb, plural, subresource)."""
         return dict(self._counts)
 
+    def access(self) -> dict[tuple[str, str, str, str, str | None], int]:
+        """Requests by (client, verb, API group, plural, subresource); the client is the
+        User-Agent's product name (kopf, aigw-operator, python-httpx...)."""
+        return dict(self._access)
+
     def reset_counters(self) -> None:
         self._counts.clear()
+        self._access.clear()
 
     @property
     def open_watches(self) -> int:
@@ -516,6 +526,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             ("DELETE", True): "delete",
         }.get((method, name is not None))
         self._counts[(verb or method.lower(), plural, subresource)] += 1
+        agent = raw.headers.get("User-Agent", "") if raw is not None else ""
+        self._access[(agent.split("/")[0], verb or method.lower(), group, plural, subresource)] += 1
         if verb is None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if subresource is not None and (subresource not in rtype.subresources or verb not in _SUB_VERBS):

@@ -89,19 +89,20 @@ app.kubernetes.io/part-of: aigw-operator
 {{/* Rules for the custom resources, shared by the ClusterRole and the per-namespace Roles. */}}
 {{- define "aigw-operator.namespacedRules" -}}
 {{- $plurals := include "aigw-operator.plurals" . | fromJsonArray -}}
+# kopf lists and watches them and patches its finalizer; the loop patches its own annotations.
 - apiGroups: ["aigw.dev"]
   resources: {{ $plurals | toJson }}
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["aigw.dev"]
   resources:
   {{- range $plurals }}
     - {{ printf "%s/status" . }}
   {{- end }}
   verbs: ["patch"]
-# kopf patches Events it posted; the operator only creates them.
+# The operator posts its own Events (kopf's posting is off), and never changes them.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 # To read the keys resources name (credentialsSecretRef, secretRef, providerKeys); list and watch
 # only for secretWatch, whose label selector makes the API server send labelled Secrets only.
 - apiGroups: [""]
