@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from pydantic import SecretStr
@@ -26,6 +26,10 @@ class SecretValue(NamedTuple):
     value: str
     # The Secret's resourceVersion: tells a rotated value from the one last sent upstream.
     version: str
+
+
+# What an adapter's prepare() gets to read the Secrets its spec refers to.
+ReadSecret = Callable[[SecretKeyRef], Awaitable[SecretValue]]
 
 
 class Credentials:

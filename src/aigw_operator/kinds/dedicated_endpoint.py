@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
 from aigw_operator import conditions as cond
-from aigw_operator.credentials import SecretValue
+from aigw_operator.credentials import ReadSecret
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -166,7 +166,7 @@ class DedicatedEndpointAdapter:
         self,
         spec: DedicatedEndpointSpec,
         resource: Resource,
-        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        secret: ReadSecret,
         *,
         api_key: str = "",
         deleting: bool = False,

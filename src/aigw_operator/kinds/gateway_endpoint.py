@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
-from aigw_operator.credentials import SecretValue
+from aigw_operator.credentials import ReadSecret
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -252,7 +251,7 @@ class GatewayEndpointAdapter:
         self,
         spec: GatewayEndpointSpec,
         resource: Resource,
-        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        secret: ReadSecret,
         *,
         api_key: str = "",
         deleting: bool = False,

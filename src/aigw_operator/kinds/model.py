@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from aigw_operator.credentials import SecretValue
+from aigw_operator.credentials import ReadSecret
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -171,7 +170,7 @@ class ModelAdapter:
         self,
         spec: ModelSpec,
         resource: Resource,
-        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        secret: ReadSecret,
         *,
         api_key: str = "",
         deleting: bool = False,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from aigw_operator.credentials import SecretValue
+from aigw_operator.credentials import ReadSecret, SecretValue
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -238,7 +238,7 @@ class ProviderAdapter:
         self,
         spec: ProviderSpec,
         resource: Resource,
-        secret: Callable[[SecretKeyRef], Awaitable[SecretValue]],
+        secret: ReadSecret,
         *,
         api_key: str = "",
         deleting: bool = False,
