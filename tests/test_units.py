@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aigw_operator import conditions as cond
 from aigw_operator.kinds.common import SecretKeyRef
 from aigw_operator.kinds.gateway_endpoint import (
@@ -10,6 +12,7 @@ from aigw_operator.kinds.gateway_endpoint import (
     GatewayEndpointSpec,
     secret_name,
 )
+from aigw_operator.settings import Settings
 from aigw_operator.upstreams.baseten import Endpoint
 
 
@@ -98,3 +101,11 @@ def test_baseten_secret_names_are_one_per_secret_key_and_never_collide() -> None
         secret_name("aigw", "ns", SecretKeyRef(name="s" * 253, key="k" * 252)),
     }
     assert len(long_names) == 2 and all(len(n) <= 255 for n in long_names)
+
+
+def test_an_upstream_setting_from_the_environment_keeps_the_other_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGW_NGROK__BASE_URL", "https://ngrok.example")
+    settings = Settings()
+    assert settings.ngrok.base_url == "https://ngrok.example"
+    assert settings.ngrok.rate_limit_per_second == 1.5
+    assert settings.baseten.rate_limit_per_second == 50

@@ -246,7 +246,8 @@ class Runtime:
                 return
             if FINALIZER not in (meta.get("finalizers") or ()):
                 # Never create upstream before the finalizer guarantees we will see the deletion.
-                await self._sleep(handle, stopped, 1.0)
+                # Its arrival wakes us (poke); the timeout is only a safety net.
+                await self._sleep(handle, stopped, 30.0)
                 continue
             try:
                 outcome = await reconciler.reconcile(Resource.from_body(info, body), handle.state)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,15 @@ class UpstreamSettings(BaseModel):
     rate_limit_per_second: float | None = Field(
         default=None, gt=0, description="Client-side limit per credential; None disables it."
     )
+
+
+# Client-side limits stay below the vendors' own: Baseten 100/s per key, ngrok about 120/min.
+UPSTREAM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "baseten": {"base_url": "https://api.baseten.co", "rate_limit_per_second": 50},
+    "model_registry": {"base_url": "http://127.0.0.1:8080/api/v1"},
+    "together": {"base_url": "https://api.together.ai/v1", "rate_limit_per_second": 5},
+    "ngrok": {"base_url": "https://api.ngrok.ai", "rate_limit_per_second": 1.5},
+}
 
 
 class Settings(BaseSettings):
@@ -77,17 +86,22 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    # Client-side limits stay below the vendors' own: Baseten 100/s per key, ngrok about 120/min.
-    baseten: UpstreamSettings = Field(
-        default_factory=lambda: UpstreamSettings(base_url="https://api.baseten.co", rate_limit_per_second=50)
-    )
+    baseten: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings(**UPSTREAM_DEFAULTS["baseten"]))
     model_registry: UpstreamSettings = Field(
-        default_factory=lambda: UpstreamSettings(base_url="http://127.0.0.1:8080/api/v1"),
+        default_factory=lambda: UpstreamSettings(**UPSTREAM_DEFAULTS["model_registry"]),
         description="The one registry this installation manages Models in; resources cannot name a URL.",
     )
-    together: UpstreamSettings = Field(
-        default_factory=lambda: UpstreamSettings(base_url="https://api.together.ai/v1", rate_limit_per_second=5)
-    )
-    ngrok: UpstreamSettings = Field(
-        default_factory=lambda: UpstreamSettings(base_url="https://api.ngrok.ai", rate_limit_per_second=1.5)
-    )
+    together: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings(**UPSTREAM_DEFAULTS["together"]))
+    ngrok: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings(**UPSTREAM_DEFAULTS["ngrok"]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_defaults(cls, data: Any) -> Any:
+        # AIGW_NGROK__BASE_URL alone must not drop ngrok's default rate limit: fields given
+        # for an upstream are laid over its defaults, not over UpstreamSettings' bare ones.
+        if isinstance(data, dict):
+            for name, defaults in UPSTREAM_DEFAULTS.items():
+                given = data.get(name)
+                if isinstance(given, dict):
+                    data[name] = {**defaults, **given}
+        return data

@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -262,9 +262,11 @@ def credential_fingerprint(api_key: str | None) -> str:
 
 
 class _TokenBucket:
-    """Reservation-based: a caller takes a token now and learns how long to wait for it.
+    """A token is taken only when there is one at the moment of sending.
 
-    Taking before sleeping keeps concurrent callers in a strict queue without a lock.
+    (Reserving future slots instead lets every request whose slot passed during a stall,
+    such as a 429 block, go out at once, and wastes the slots of requests that then wait
+    out the block.)
     """
 
     def __init__(self, rate: float, burst: float) -> None:
@@ -273,18 +275,23 @@ class _TokenBucket:
         self.tokens = burst
         self.updated = time.monotonic()
 
-    def reserve(self) -> float:
+    def take(self) -> float:
+        """0 and a token taken, or the seconds until there is one (nothing taken)."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
 
 
 @dataclass
 class _Credential:
     bucket: _TokenBucket | None
     blocked_until: float = 0.0  # time.monotonic() before which no request may be sent
+    # Callers wait for their turn in order, one at a time: first the block, then a token.
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 # Errors raised before any byte of the request left this process.
@@ -445,28 +452,25 @@ class UpstreamClient:
 
     async def _acquire(self, credential: _Credential, method: str, route: str) -> None:
         """Wait until this credential may send: past any 429 block, then a token from the bucket."""
-        while True:
-            remaining = credential.blocked_until - time.monotonic()
-            if remaining > 0:
-                if remaining > self.max_inline_retry_after:
-                    raise RateLimited(
-                        self.name,
-                        429,
-                        f"credential rate limited by an earlier 429 for another {remaining:.1f}s",
-                        method=method,
-                        route=route,
-                        retry_after=remaining,
-                    )
-                await asyncio.sleep(remaining)
-                continue
-            if credential.bucket is not None:
-                delay = credential.bucket.reserve()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                # A 429 seen while we queued for the token blocks us too.
-                if credential.blocked_until > time.monotonic():
+        async with credential.turn:
+            while True:
+                remaining = credential.blocked_until - time.monotonic()
+                if remaining > 0:
+                    if remaining > self.max_inline_retry_after:
+                        raise RateLimited(
+                            self.name,
+                            429,
+                            f"credential rate limited by an earlier 429 for another {remaining:.1f}s",
+                            method=method,
+                            route=route,
+                            retry_after=remaining,
+                        )
+                    await asyncio.sleep(remaining)
                     continue
-            return
+                delay = credential.bucket.take() if credential.bucket is not None else 0.0
+                if delay <= 0:
+                    return
+                await asyncio.sleep(delay)
 
     def _rate_limit_wait(self, response: httpx.Response, attempt: int) -> float:
         hints = [parse_retry_after(response.headers.get("Retry-After"))]
