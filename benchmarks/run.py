@@ -40,7 +40,6 @@ import attrs
 from aigw_operator import API_VERSION, GROUP, VERSION
 from aigw_operator.crds import all_crds
 from aigw_operator.kinds.common import RESYNC_ANNOTATION
-from aigw_operator.settings import Settings
 from aigw_operator.simulators.admission import admit
 from aigw_operator.simulators.base import RequestRecord, SimulatorServer
 from aigw_operator.simulators.baseten import BasetenSimulator
@@ -577,14 +576,10 @@ class Harness:
             AIGW_METRICS_PORT=str(metrics_port),
             AIGW_NAMESPACES=f'["{NAMESPACE}"]',
         )
-        if self.args.production_rate_limits:
-            # Setting any AIGW_<UPSTREAM>__* variable replaces the whole default UpstreamSettings,
-            # its rate limit included: name the defaults explicitly.
-            defaults = Settings()
+        if not self.args.production_rate_limits:
+            # The figures are the operator's, not a vendor quota's: no client-side limits.
             for name in UPSTREAM_SETTINGS:
-                limit = getattr(defaults, name).rate_limit_per_second
-                if limit is not None:
-                    env[f"AIGW_{name.upper()}__RATE_LIMIT_PER_SECOND"] = str(limit)
+                env[f"AIGW_{name.upper()}__RATE_LIMIT_PER_SECOND"] = "null"
         return env
 
     async def _wait_watching(self) -> None:

@@ -109,3 +109,5 @@ def test_an_upstream_setting_from_the_environment_keeps_the_other_defaults(monke
     assert settings.ngrok.base_url == "https://ngrok.example"
     assert settings.ngrok.rate_limit_per_second == 1.5
     assert settings.baseten.rate_limit_per_second == 50
+    monkeypatch.setenv("AIGW_NGROK__RATE_LIMIT_PER_SECOND", "null")
+    assert Settings().ngrok.rate_limit_per_second is None  # how to switch a limit off

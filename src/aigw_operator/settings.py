@@ -40,7 +40,9 @@ UPSTREAM_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AIGW_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="AIGW_", env_nested_delimiter="__", extra="ignore", env_parse_none_str="null"
+    )
 
     kube_api_url: str | None = Field(
         default=None,
