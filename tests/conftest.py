@@ -260,6 +260,7 @@ CANARIES = (
     TOGETHER_KEY,
     "bt-rotated-key-77aa01",
     "sk-rotated-key-123456",
+    "sk-backup-value-77",
 )
 
 

@@ -1,10 +1,12 @@
 """Upstream credentials from Kubernetes Secrets: Baseten secrets behind GatewayEndpoint targets
-and ngrok provider keys behind Providers, created, rotated and cleaned up by the operator."""
+and ngrok provider keys behind Providers, created, rotated and cleaned up by the operator.
+
+The values used here are canaries (conftest): every Event, custom resource and log line of
+each test is scanned for them."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +17,8 @@ from aigw_operator.simulators.ngrok import NgrokSimulator
 from tests.conftest import OPENAI_KEY, KubeEnv, OperatorRunner
 
 WATCHED = {"aigw.dev/watch": "true"}
-ROTATED = "sk-rotated-key-123456"  # a canary too (see conftest)
+ROTATED = "sk-rotated-key-123456"
+BACKUP = "sk-backup-value-77"
 SECRETS = "/v1/secrets"
 BASETEN_SECRET = "aigw_test_openai_apiKey"
 
@@ -47,16 +50,6 @@ async def until(check: Callable[[], bool], timeout: float = 5.0, what: str = "co
         await asyncio.sleep(0.05)
 
 
-async def no_value_anywhere(env: KubeEnv, *values: str) -> None:
-    """The values never reach a status or an Event (logs are checked for the whole session)."""
-    texts = [json.dumps(e) for e in await env.kube.events()]
-    for plural in ("gatewayendpoints", "providers"):
-        response = await env.kube.http.get(f"/apis/aigw.dev/v1alpha1/namespaces/{env.kube.namespace}/{plural}")
-        texts += [json.dumps(item.get("status") or {}) for item in response.json().get("items", [])]
-    for value in values:
-        assert not any(value in text for text in texts), f"{value[:6]}... leaked"
-
-
 # ------------------------------------------------------------------ GatewayEndpoint
 
 
@@ -73,7 +66,6 @@ async def test_secret_ref_becomes_a_baseten_secret(
     assert record["name"] == BASETEN_SECRET and record["id"] == stored.id
     assert record["secretName"] == "openai" and record["key"] == "apiKey" and record["secretVersion"]
     assert baseten.count("POST", SECRETS) == 1
-    await no_value_anywhere(kube_env, OPENAI_KEY)
 
 
 async def test_rotation_is_one_upsert_with_the_same_id_and_no_endpoint_change(
@@ -98,7 +90,6 @@ async def test_rotation_is_one_upsert_with_the_same_id_and_no_endpoint_change(
     # The endpoint kept its secret_id and was never touched: no downtime.
     assert [r.method for r in baseten.requests if r.route.startswith("/v1/gateway") and r.method != "GET"] == []
     assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
-    await no_value_anywhere(kube_env, OPENAI_KEY, ROTATED)
 
 
 async def test_unlabelled_secret_is_picked_up_at_the_next_resync(
@@ -219,7 +210,7 @@ async def test_provider_key_lifecycle(
     kube_env: KubeEnv, ngrok: NgrokSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
     await kube_env.kube.put_secret("openai", {"apiKey": OPENAI_KEY}, labels=WATCHED)
-    await kube_env.kube.put_secret("backup", {"apiKey": "sk-backup-value-77"}, labels=WATCHED)
+    await kube_env.kube.put_secret("backup", {"apiKey": BACKUP}, labels=WATCHED)
     await kube_env.kube.create("Provider", "providers", "vllm", provider_spec())
     obj = await kube_env.kube.wait_condition("providers", "vllm", "Ready", "True")
     [key] = keys_of(ngrok)
@@ -245,7 +236,7 @@ async def test_provider_key_lifecycle(
         lambda o: bool(o and [r["name"] for r in o["status"].get("providerKeys") or ()] == ["backup"]),
     )
     [backup] = keys_of(ngrok)
-    assert backup.name == "backup" and backup.value == "sk-backup-value-77"
+    assert backup.name == "backup" and backup.value == BACKUP
 
     # Deletion: the keys go first, so ngrok never answers 409 for the provider.
     ngrok.reset_counts()
@@ -255,7 +246,6 @@ async def test_provider_key_lifecycle(
     assert deletes == ["/provider-keys/{id}", "/providers/{id}"]
     assert all(r.status != 409 for r in ngrok.requests)
     assert ngrok.providers == {} and ngrok.provider_keys == {}
-    await no_value_anywhere(kube_env, OPENAI_KEY, ROTATED, "sk-backup-value-77")
 
 
 async def test_provider_key_secret_missing_then_added(

@@ -9,18 +9,12 @@ GETs. Concurrent callers share one fetch in flight.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 Loader = Callable[[], Awaitable[Mapping[str, Any]]]
-
-
-def fingerprint(api_key: str) -> str:
-    """Tells credentials apart without keeping another copy of the key itself."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from aigw_operator.conditions import Condition
 from aigw_operator.credentials import Credentials, CredentialsMissing, SecretValue
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, KindInfo, SecretKeyRef
 from aigw_operator.kube import ObjectRef
-from aigw_operator.listings import Listings, fingerprint
+from aigw_operator.listings import Listings
 from aigw_operator.redaction import redact
 from aigw_operator.settings import Settings
 from aigw_operator.upstreams.http import (
@@ -33,6 +33,7 @@ from aigw_operator.upstreams.http import (
     RateLimited,
     Unavailable,
     UpstreamError,
+    credential_fingerprint,
 )
 
 logger = logging.getLogger("aigw_operator.reconcile")
@@ -394,7 +395,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
 
     def _listing_key(self, api_key: str, spec: SpecT) -> tuple[str, str]:
         scope = getattr(self.adapter, "list_scope", None)
-        return fingerprint(api_key), scope(spec) if scope else ""
+        return credential_fingerprint(api_key), scope(spec) if scope else ""
 
     async def _listing(
         self, api_key: str, spec: SpecT, *, max_age: float, started_after: float | None = None

@@ -23,10 +23,10 @@ from aigw_operator.kinds.common import (
     immutable,
     validations,
 )
-from aigw_operator.listings import Listings, fingerprint
+from aigw_operator.listings import Listings
 from aigw_operator.reconcile import Readiness, Resource
 from aigw_operator.upstreams.baseten import BasetenClient, Endpoint, Target
-from aigw_operator.upstreams.http import InvalidSpec, NotFound
+from aigw_operator.upstreams.http import InvalidSpec, NotFound, credential_fingerprint
 
 Provider = Literal["BASETEN", "ANTHROPIC", "OPENAI"]
 EXTERNAL_PROVIDERS = ("ANTHROPIC", "OPENAI")
@@ -271,7 +271,7 @@ class GatewayEndpointAdapter:
             value = await secret(target.secret_ref)
             if record is None or record.get("secretVersion") != value.version or not await self._exists(api_key, name):
                 stored = await self.client.upsert_secret(api_key, name, value.value)
-                self._secrets.put((fingerprint(api_key),), stored.name, stored)
+                self._secrets.put((credential_fingerprint(api_key),), stored.name, stored)
                 record = {
                     "name": stored.name,
                     "id": stored.id,
@@ -288,7 +288,7 @@ class GatewayEndpointAdapter:
         async def load() -> dict[str, Any]:
             return {s.name: s for s in await self.client.list_secrets(api_key)}
 
-        listing = await self._secrets.get((fingerprint(api_key),), load, max_age=SECRETS_LISTING_MAX_AGE)
+        listing = await self._secrets.get((credential_fingerprint(api_key),), load, max_age=SECRETS_LISTING_MAX_AGE)
         return name in listing
 
     async def _release_secrets(self, api_key: str, spec: DesiredGatewayEndpoint, records: list[dict[str, Any]]) -> None:
@@ -308,7 +308,7 @@ class GatewayEndpointAdapter:
                 continue
             with contextlib.suppress(NotFound):
                 await self.client.delete_secret(api_key, record["name"])
-            self._secrets.drop((fingerprint(api_key),), record["name"])
+            self._secrets.drop((credential_fingerprint(api_key),), record["name"])
 
     async def get(self, api_key: str, spec: Any, upstream_id: str) -> Endpoint:
         return await self.client.get(api_key, upstream_id)

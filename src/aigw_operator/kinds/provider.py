@@ -321,11 +321,11 @@ class ProviderAdapter:
 
     async def delete(self, api_key: str, desired: DesiredProvider, upstream_id: str) -> None:
         # Our keys first: ngrok refuses to delete a provider that keys still refer to.
-        managed = {r["id"] for r in desired.recorded} | {r["name"] for r in desired.recorded}
-        managed |= {k.name for k in desired.spec.provider_keys or ()}
-        if managed:
+        ids = {r["id"] for r in desired.recorded}
+        names = {r["name"] for r in desired.recorded} | {k.name for k in desired.spec.provider_keys or ()}
+        if ids or names:
             for key in (await self.client.list_keys(api_key, desired.spec.provider_id)).values():
-                if key.id in managed or key.name in managed:
+                if key.id in ids or key.name in names:
                     with contextlib.suppress(NotFound):
                         await self.client.delete_key(api_key, key.id)
         await self.client.delete(api_key, upstream_id)
