@@ -33,6 +33,7 @@ from typing import Any, Self
 import httpx
 
 from aigw_operator.redaction import redact, register_secret
+from aigw_operator.transport import AiohttpTransport
 
 __all__ = [
     "AccessDenied",
@@ -322,7 +323,7 @@ class UpstreamClient:
         extra_headers: Mapping[str, str] | None = None,
         observer: AttemptObserver | None = None,
         retry_observer: RetryObserver | None = None,
-        max_connections: int = 100,
+        max_connections: int = 16,
     ) -> None:
         if rate_limit_per_second is not None and rate_limit_per_second <= 0:
             raise ValueError("rate_limit_per_second must be positive or None")
@@ -342,10 +343,9 @@ class UpstreamClient:
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
-            transport=transport,
+            transport=transport or AiohttpTransport(max_connections=max_connections),
             headers=dict(extra_headers or {}),
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_connections),
         )
 
     async def __aenter__(self) -> Self:
@@ -390,8 +390,8 @@ class UpstreamClient:
         attempt = 0
         while True:
             await self._acquire(credential, method, route)
-            started = time.monotonic()
             try:
+                started = time.monotonic()
                 response = await self._client.request(method, path, json=json, params=params, headers=request_headers)
             except httpx.RequestError as exc:
                 self._observe(method, route, None, time.monotonic() - started)
