@@ -19,7 +19,7 @@ from tests.conftest import KubeEnv, make_settings
 def test_liveness_fails_when_no_loop_moves() -> None:
     runtime = Runtime(Settings(resync_interval=10, resync_jitter=0))
     assert runtime.liveness()["objects"] == 0
-    runtime.handle("uid-1")
+    runtime.poke("GatewayEndpoint", {"metadata": {"uid": "uid-1", "name": "a", "namespace": "default"}}, None)
     runtime.progress_at -= 79  # 2 resyncs + 60 s margin = 80 s
     assert runtime.liveness()["objects"] == 1
     runtime.progress_at -= 2

@@ -13,6 +13,7 @@ import httpx
 
 from aigw_operator import GROUP, VERSION, __version__
 from aigw_operator.redaction import redact
+from aigw_operator.transport import AiohttpTransport
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,14 @@ class Connection:
 
 
 class KubeClient:
-    def __init__(self, connection: Connection, *, component: str = "aigw-operator", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        component: str = "aigw-operator",
+        timeout: float = 30.0,
+        max_connections: int = 16,
+    ) -> None:
         # Says who is asking, in API server audit logs (and the emulator's access counts).
         headers = {"Accept": "application/json", "User-Agent": f"{component}/{__version__}"}
         if connection.token:
@@ -58,14 +66,23 @@ class KubeClient:
             )
         if isinstance(verify, ssl.SSLContext) and connection.certificate_path:
             verify.load_cert_chain(connection.certificate_path, connection.private_key_path)
-        self._http = httpx.AsyncClient(base_url=connection.server, headers=headers, verify=verify, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=connection.server,
+            headers=headers,
+            timeout=timeout,
+            transport=AiohttpTransport(verify=verify, max_connections=max_connections),
+        )
         self.component = component
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _send(self, method: str, path: str, *, json: Any = None, merge_patch: bool = False) -> httpx.Response:
+        headers = {"Content-Type": "application/merge-patch+json"} if merge_patch else None
+        return await self._http.request(method, path, json=json, headers=headers)
+
     async def get(self, path: str) -> dict[str, Any] | None:
-        response = await self._http.get(path)
+        response = await self._send("GET", path)
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -75,29 +92,21 @@ class KubeClient:
     async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
 
-    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> bool:
-        """Merge-patch the status subresource; False when the object is gone."""
-        response = await self._http.patch(
-            f"{ref.path}/status",
-            json={"status": dict(status)},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        if response.status_code == 404:
-            return False
-        response.raise_for_status()
-        return True
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None:
+        """Merge-patch the status subresource: the new resourceVersion, None when the object is gone."""
+        return await self._patch(f"{ref.path}/status", {"status": dict(status)})
 
-    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> bool:
-        """Merge-patch annotations (None removes one); False when the object is gone."""
-        response = await self._http.patch(
-            ref.path,
-            json={"metadata": {"annotations": dict(annotations)}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
+    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> str | None:
+        """Merge-patch annotations (None removes one): the new resourceVersion, None when the object is gone."""
+        return await self._patch(ref.path, {"metadata": {"annotations": dict(annotations)}})
+
+    async def _patch(self, path: str, body: Mapping[str, Any]) -> str | None:
+        response = await self._send("PATCH", path, json=body, merge_patch=True)
         if response.status_code == 404:
-            return False
+            return None
         response.raise_for_status()
-        return True
+        version: str = response.json().get("metadata", {}).get("resourceVersion", "")
+        return version
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         now = datetime.datetime.now(datetime.UTC)
@@ -125,5 +134,5 @@ class KubeClient:
             "action": reason,
             "count": 1,
         }
-        response = await self._http.post(f"/api/v1/namespaces/{ref.namespace}/events", json=event)
+        response = await self._send("POST", f"/api/v1/namespaces/{ref.namespace}/events", json=event)
         response.raise_for_status()

@@ -1,15 +1,16 @@
-"""kopf registration only: wires each kind's watch events, daemon and deletion to the loop.
+"""kopf registration only: wires each kind's watch events and deletion to the loop.
 
-Per object, one kopf daemon runs the level-based loop (observe, diff, act, report) and
-sleeps until the next resync, the short poll, a backoff, or a change of the resource,
-whichever comes first. The deletion handler shares the object's lock with the daemon.
+Every watch event updates the object's handle; a change the loop acts on (spec, finalizer,
+deletion, annotations) queues it at once. Each kind has a work queue and a pool of workers
+that run the level-based loop (observe, diff, act, report) and queue the object again for
+the next resync, the short poll or a backoff. The deletion handler shares the object's
+lock with the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import random
 import tempfile
@@ -33,8 +34,12 @@ from aigw_operator.reconcile import ObjectState, Reconciler, Resource
 from aigw_operator.settings import Settings, UpstreamSettings
 from aigw_operator.upstreams import baseten, model_registry, ngrok, together
 from aigw_operator.upstreams.http import UpstreamClient
+from aigw_operator.workqueue import WorkQueue
 
 logger = logging.getLogger("aigw_operator.operator")
+# How long a reconcile waits for the watch event of the loop's own last write; a relisted
+# watch may skip that version, so the wait is bounded.
+_CATCH_UP_SECONDS = 5.0
 
 
 class _LazyKube:
@@ -51,26 +56,27 @@ class _LazyKube:
     async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return await self._require().get_secret(namespace, name)
 
-    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> bool:
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None:
         return await self._require().patch_status(ref, status)
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         await self._require().post_event(ref, type_, reason, message)
 
-    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> bool:
+    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> str | None:
         return await self._require().patch_annotations(ref, annotations)
 
 
 @dataclass
 class _Handle:
-    """One watched object: its loop state and the signal that wakes its daemon."""
+    """One watched object: its loop state and the latest body its watch events brought."""
 
+    kind: str
+    body: Mapping[str, Any]
     state: ObjectState = field(default_factory=ObjectState)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # What, when it changes, calls for a reconcile now (see poke).
     trigger: tuple[Any, ...] | None = None
-    # The latest body seen: which Secrets the object refers to.
-    kind: str = ""
-    body: Mapping[str, Any] = field(default_factory=dict)
+    # Waiting for the watch to bring our own last write before the next reconcile.
+    deferred: bool = False
 
 
 def _upstream_client(name: str, upstream: UpstreamSettings) -> UpstreamClient:
@@ -125,18 +131,23 @@ class Runtime:
             Reconciler(adapter, self.kube, self.credentials, settings) for adapter in adapters
         ]
         self.handles: dict[str, _Handle] = {}
+        # One queue and pool of workers per kind: a kind slowed by its upstream's rate limit
+        # holds up only its own objects.
+        self.queues: dict[str, WorkQueue] = {}
+        self._reconciler_of = {reconciler.info.kind: reconciler for reconciler in self.reconcilers}
         # When an object's loop last finished a step: the liveness probe fails if this stalls.
         self.progress_at = time.monotonic()
         self._tempfiles: list[Any] = []
 
-    def handle(self, uid: str) -> _Handle:
-        handle = self.handles.get(uid)
-        if handle is None:
-            handle = self.handles[uid] = _Handle()
-        return handle
-
     def forget(self, uid: str) -> None:
-        self.handles.pop(uid, None)
+        handle = self.handles.pop(uid, None)
+        if handle is not None and handle.kind in self.queues:
+            self.queues[handle.kind].forget(uid)
+
+    def wake(self, uid: str, delay: float = 0.0) -> None:
+        handle = self.handles.get(uid)
+        if handle is not None and handle.kind in self.queues:
+            self.queues[handle.kind].schedule(uid, delay)
 
     def target_secret_users(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool:
         """Whether a GatewayEndpoint other than ``besides`` has a target with this secretRef."""
@@ -155,11 +166,11 @@ class Runtime:
     def secret_changed(self, namespace: str, name: str) -> None:
         """A Secret we were told about changed: read it again, and wake whoever refers to it."""
         self.credentials.forget_secret(namespace, name)
-        for handle in self.handles.values():
+        for uid, handle in self.handles.items():
             if handle.body.get("metadata", {}).get("namespace") == namespace and name in _secret_names(
                 handle.body.get("spec")
             ):
-                handle.wake.set()
+                self.wake(uid)
 
     async def login(self, logger: logging.Logger | logging.LoggerAdapter[Any], **kwargs: Any) -> kopf.ConnectionInfo:
         if self.settings.kube_api_url:
@@ -200,7 +211,16 @@ class Runtime:
             private_key_path=str(info.private_key_path) if info.private_key_path else to_file(info.private_key_data),
         )
 
+    def start(self) -> None:
+        for reconciler in self.reconcilers:
+            queue = WorkQueue(reconciler.info.kind, self.step, workers=self.settings.workers_per_kind)
+            self.queues[reconciler.info.kind] = queue
+            queue.start()
+
     async def aclose(self) -> None:
+        # Reconciles in flight end first: cut off after an upstream POST, the object created
+        # would be known to nobody.
+        await asyncio.gather(*(queue.stop(timeout=60.0) for queue in self.queues.values()))
         for client in self.upstreams.values():
             await client.aclose()
         if self.kube.client is not None:
@@ -211,7 +231,8 @@ class Runtime:
     # ------------------------------------------------------------ per-object handlers
 
     def poke(self, kind: str, body: Mapping[str, Any], event_type: str | None) -> None:
-        """Wake the object's loop when something it acts on changed (not for our own status writes)."""
+        """Every watch event: keep the latest body; queue the object when something it acts on
+        changed (not for our own status writes), and when first seen."""
         meta = body.get("metadata", {})
         uid = meta.get("uid", "")
         if event_type == "DELETED":
@@ -225,48 +246,63 @@ class Runtime:
             FINALIZER in (meta.get("finalizers") or ()),
             bool(meta.get("deletionTimestamp")),
         )
-        handle = self.handle(uid)
-        handle.kind, handle.body = kind, body
-        if handle.trigger is not None and handle.trigger != trigger:
-            handle.wake.set()
-        handle.trigger = trigger
+        handle = self.handles.get(uid)
+        if handle is None:
+            handle = self.handles[uid] = _Handle(kind, body, trigger=trigger)
+            self.wake(uid, self._initial_delay(body))
+            return
+        handle.body = body
+        state = handle.state
+        if state.written_version is not None and meta.get("resourceVersion") == state.written_version:
+            state.written_version = None  # caught up with our own last write
+            if handle.deferred:
+                handle.deferred = False
+                self.wake(uid)
+        if handle.trigger != trigger:
+            handle.trigger = trigger
+            self.wake(uid)
 
-    async def follow(
-        self, reconciler: Reconciler[Any, Any], body: Mapping[str, Any], stopped: kopf.DaemonStopped
-    ) -> None:
-        """The per-object loop, for as long as kopf keeps the daemon running."""
-        info = reconciler.info
-        handle = self.handle(body.get("metadata", {}).get("uid", ""))
-        delay: float | None = self._initial_delay(body)
-        if delay:
-            await self._sleep(handle, stopped, delay)
-        while not stopped:
-            meta = body.get("metadata", {})
-            if meta.get("deletionTimestamp"):
-                return
-            if FINALIZER not in (meta.get("finalizers") or ()):
-                # Never create upstream before the finalizer guarantees we will see the deletion.
-                # Its arrival wakes us (poke); the timeout is only a safety net.
-                await self._sleep(handle, stopped, 30.0)
-                continue
-            try:
-                outcome = await reconciler.reconcile(Resource.from_body(info, body), handle.state)
-                delay = outcome.requeue_after
-            except Exception:
-                handle.state.failures += 1
-                delay = min(
-                    self.settings.error_backoff_base * 2**handle.state.failures, self.settings.error_backoff_cap
-                )
-                logger.exception(
-                    "reconcile of %s %s/%s failed; retrying in %.0fs",
-                    info.kind,
-                    meta.get("namespace"),
-                    meta.get("name"),
-                    delay,
-                    extra={"kind": info.kind, "namespace": meta.get("namespace"), "object_name": meta.get("name")},
-                )
-            self.progress_at = time.monotonic()
-            await self._sleep(handle, stopped, delay)
+    async def step(self, uid: str) -> float | None:
+        """One pass of an object's level-based loop; seconds until the next (None: when woken)."""
+        handle = self.handles.get(uid)
+        if handle is None:
+            return None
+        reconciler = self._reconciler_of[handle.kind]
+        meta = handle.body.get("metadata", {})
+        if meta.get("deletionTimestamp"):
+            return None  # the deletion handler has it now
+        if FINALIZER not in (meta.get("finalizers") or ()):
+            # Never create upstream before the finalizer guarantees we will see the deletion.
+            # Its arrival queues the object again (poke).
+            return None
+        if handle.state.written_version is not None and time.monotonic() - handle.state.written_at < _CATCH_UP_SECONDS:
+            # The body predates our last write (e.g. woken during the reconcile that made it):
+            # acting on it could create what that reconcile created. Its watch event wakes us.
+            handle.deferred = True
+            logger.debug(
+                "%s %s/%s: waiting for the watch to bring resourceVersion %s",
+                handle.kind,
+                meta.get("namespace"),
+                meta.get("name"),
+                handle.state.written_version,
+            )
+            return _CATCH_UP_SECONDS
+        try:
+            outcome = await reconciler.reconcile(Resource.from_body(reconciler.info, handle.body), handle.state)
+            delay = outcome.requeue_after
+        except Exception:
+            handle.state.failures += 1
+            delay = min(self.settings.error_backoff_base * 2**handle.state.failures, self.settings.error_backoff_cap)
+            logger.exception(
+                "reconcile of %s %s/%s failed; retrying in %.0fs",
+                handle.kind,
+                meta.get("namespace"),
+                meta.get("name"),
+                delay,
+                extra={"kind": handle.kind, "namespace": meta.get("namespace"), "object_name": meta.get("name")},
+            )
+        self.progress_at = time.monotonic()
+        return delay
 
     def liveness(self) -> dict[str, Any]:
         """For kopf's health endpoint: fails when no object's loop has moved for too long."""
@@ -290,21 +326,11 @@ class Runtime:
             return 0.0
         return random.uniform(0, min(self.settings.resync_interval, 60.0))
 
-    @staticmethod
-    async def _sleep(handle: _Handle, stopped: kopf.DaemonStopped, delay: float | None) -> None:
-        waiters = [asyncio.ensure_future(handle.wake.wait()), asyncio.ensure_future(stopped.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
-        handle.wake.clear()
-
     async def finalize(self, reconciler: Reconciler[Any, Any], body: Mapping[str, Any]) -> None:
         uid = body.get("metadata", {}).get("uid", "")
-        outcome = await reconciler.finalize(Resource.from_body(reconciler.info, body), self.handle(uid).state)
+        handle = self.handles.get(uid)
+        state = handle.state if handle is not None else ObjectState()
+        outcome = await reconciler.finalize(Resource.from_body(reconciler.info, body), state)
         if not outcome.done:
             raise kopf.TemporaryError(
                 "the upstream object is not deleted yet (see the Ready condition)", delay=outcome.requeue_after or 10.0
@@ -335,7 +361,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     if runtime.settings.secret_label_selector:
         # Only Secrets carrying the label reach us (a server-side selector; see kopf_settings).
         @kopf.on.event("v1", "secrets", registry=registry)
-        def secret_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+        async def secret_changed(body: kopf.Body, type: str | None, **_: Any) -> None:  # async: not in a thread
             if type is None:
                 return  # the initial listing: nothing changed
             meta = body.get("metadata", {})
@@ -348,6 +374,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.probe(registry=registry, id="reconcile")
     def reconcile_probe(**_: Any) -> dict[str, Any]:
         return runtime.liveness()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        runtime.start()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -365,11 +395,6 @@ def _register(registry: kopf.OperatorRegistry, runtime: Runtime, reconciler: Rec
     async def changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         runtime.poke(reconciler.info.kind, body, type)
 
-    # The daemon must stop between reconciles, never in the middle of an upstream call.
-    @kopf.daemon(*resource, registry=registry, id="reconcile", cancellation_timeout=60.0)
-    async def follow(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        await runtime.follow(reconciler, body, stopped)
-
     @kopf.on.delete(*resource, registry=registry, id="finalize")
     async def finalize(body: kopf.Body, **_: Any) -> None:
         await runtime.finalize(reconciler, body)
@@ -381,6 +406,10 @@ class _NoDiffBase(kopf.DiffBaseStorage):
     We register none (the loop compares the spec with the upstream, not with an older
     spec), so storing it would cost one more write per object and change for nothing.
     """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        # kopf deep-copies every body it sees to build this; nothing reads it here.
+        return kopf.BodyEssence()
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None

@@ -117,9 +117,11 @@ class Adapter(Protocol[SpecT_contra, ObservedT]):
 
 
 class KubeWriter(Protocol):
-    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> bool: ...
+    """Writes to the object return its new resourceVersion (None: the object is gone)."""
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None: ...
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
-    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> bool: ...
+    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,14 @@ class ObjectState:
     observed_at: float = field(default_factory=time.monotonic)
     # The create-pending mark of a create that was answered: its outcome is known.
     create_answered: str | None = None
+    # The resourceVersion of our last write to the object until a watch event brings it (and
+    # when it was written): a body older than that misses what this loop did last time.
+    written_version: str | None = None
+    written_at: float = 0.0
+
+    def wrote(self, version: str | None) -> None:
+        if version:
+            self.written_version, self.written_at = version, time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -272,7 +282,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                         return Outcome(min(wait, look))
                     # Written before the POST: if its outcome is lost, find() knows to look for it.
                     marker = f"{time.time():.3f}"
-                    await self.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: marker})
+                    state.wrote(await self.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: marker}))
                     try:
                         observed = await self._create(api_key, spec, state, report)
                         state.create_answered = marker
@@ -672,7 +682,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
             # Keys we no longer report are removed by a merge-patch null.
             patch: dict[str, Any] = {k: None for k in resource.status if k not in status}
             patch.update(status)
-            await self.kube.patch_status(resource.ref, patch)
+            state.wrote(await self.kube.patch_status(resource.ref, patch))
 
     def _record(self, resource: Resource, report: _Report, conditions: list[dict[str, Any]]) -> None:
         kind, ref = self.info.kind, resource.ref

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Where an upstream's list call lacks fields, GET each object at least this often.",
     )
+    workers_per_kind: int = Field(
+        default=32,
+        ge=1,
+        description="Reconciles of one kind that may run at once; the rest wait their turn in order.",
+    )
     short_poll_interval: float = Field(default=5.0, gt=0, description="Polling while upstream moves.")
     create_settle_seconds: float = Field(
         default=120.0,
