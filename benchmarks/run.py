@@ -179,7 +179,7 @@ class Tracker:
         self.caught_up: dict[str, float] = {}
         self.caught_up_count: Counter[str] = Counter()
         self.events: Counter[str] = Counter()  # Events posted, by involved object's kind
-        self.finalized: set[str] = set()  # objects the operator has put its finalizer on
+        self.finalized: dict[str, float] = {}  # uid -> time of the commit that added our finalizer
         self.finalized_count: Counter[str] = Counter()
 
     def commit(self, plural: str, event_type: str, obj: JSON) -> None:
@@ -193,7 +193,7 @@ class Tracker:
                 self.created[uid] = now
                 self.plural_of[uid] = plural
             if meta.get("finalizers") and uid not in self.finalized:
-                self.finalized.add(uid)
+                self.finalized[uid] = now
                 self.finalized_count[plural] += 1
             status = obj.get("status")
             if not isinstance(status, dict) or not _ready(status):
@@ -437,6 +437,7 @@ class KindResult:
     n: int
     ready: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    finalizer_ms: list[float] = field(default_factory=list)  # create -> finalizer added (kopf's share)
     all_ready_s: float | None = None
     create_errors: int = 0
     writes_object: int = 0
@@ -745,6 +746,9 @@ class Harness:
         uids = [u for u, p in tracker.plural_of.items() if p == kind.plural and tracker.created[u] >= started]
         result.latencies_ms = [(tracker.ready[u] - tracker.created[u]) * 1000 for u in uids if u in tracker.ready]
         result.ready = len(result.latencies_ms)
+        result.finalizer_ms = [
+            (tracker.finalized[u] - tracker.created[u]) * 1000 for u in uids if u in tracker.finalized
+        ]
         result.writes_object = delta.writes(kind.plural, None) - delta.ours  # our own writes: the n creates
         result.writes_status = delta.writes(kind.plural, "status")
         result.writes_events = delta.events(kind.kind)
@@ -931,6 +935,11 @@ def size_section(n: int, results: list[KindResult], args: argparse.Namespace) ->
         lambda r: _lat(r, 50, MAX_P50_MS if latency_target else None),
     )
     row("create->Ready p95 (ms)", "-", lambda r: _lat(r, 95, None))
+    row(
+        "  of which create->finalizer p50 / p99 (ms)",
+        "-",
+        lambda r: (f"{_num(percentile(r.finalizer_ms, 50), 0)} / {_num(percentile(r.finalizer_ms, 99), 0)}", None),
+    )
     row(
         "create->Ready p99 (ms)",
         f"<= {MAX_P99_MS:g}" if latency_target else "-",
