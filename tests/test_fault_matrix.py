@@ -686,9 +686,13 @@ async def changed_out_of_band(h: Harness) -> None:
         assert time.monotonic() < deadline, "the drift was never corrected"
         await asyncio.sleep(0.05)
     await h.converged()
+    # The Event follows the upstream PATCH the loop above saw: give it the moment it takes.
+    deadline = time.monotonic() + 5
+    while "DriftCorrected" not in [e["reason"] for e in await h.kube.events(NAME)]:
+        assert time.monotonic() < deadline, "no DriftCorrected Event"
+        await asyncio.sleep(0.05)
     assert len(h.requests("PATCH")) == 1, "drift corrected with one PATCH"
     assert h.requests("POST") == []
-    assert "DriftCorrected" in [e["reason"] for e in await h.kube.events(NAME)]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ class _Listing:
     started: float
     fetch: asyncio.Future[dict[str, Any]]
     items: dict[str, Any] = field(default_factory=dict)
+    # Items by the upstream's unique key, built on the first lookup: a burst of N creates
+    # searching one listing of N items would otherwise compare N * N times.
+    by_key: dict[str, Any] | None = None
+    key_of: Callable[[Any], str] | None = None
 
 
 class Listings:
@@ -33,17 +37,40 @@ class Listings:
     ) -> Mapping[str, Any]:
         """Items by upstream id, from a fetch no older than ``max_age`` seconds (and, if given,
         begun after the monotonic time ``started_after``), or from a new fetch."""
+        return (await self._get(key, load, max_age=max_age, started_after=started_after)).items
+
+    async def find(
+        self,
+        key: tuple[str, ...],
+        load: Loader,
+        unique: str,
+        key_of: Callable[[Any], str],
+        *,
+        max_age: float,
+        started_after: float | None = None,
+    ) -> Any | None:
+        """The item whose unique key (``key_of(item)``) is ``unique``, as :meth:`get` finds the listing."""
+        listing = await self._get(key, load, max_age=max_age, started_after=started_after)
+        if listing.by_key is None:
+            listing.by_key = {key_of(item): item for item in listing.items.values()}
+            listing.key_of = key_of
+        return listing.by_key.get(unique)
+
+    async def _get(
+        self, key: tuple[str, ...], load: Loader, *, max_age: float, started_after: float | None
+    ) -> _Listing:
         now = time.monotonic()
         listing = self._latest.get(key)
         fresh_enough = listing is not None and now - listing.started <= max_age
         if listing is not None and fresh_enough and (started_after is None or listing.started > started_after):
             if not listing.fetch.done():
-                return await asyncio.shield(listing.fetch)
+                await asyncio.shield(listing.fetch)
+                return listing
             if listing.fetch.exception() is None:
-                return listing.items
+                return listing
         return await self._fetch(key, load)
 
-    async def _fetch(self, key: tuple[str, ...], load: Loader) -> Mapping[str, Any]:
+    async def _fetch(self, key: tuple[str, ...], load: Loader) -> _Listing:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         listing = _Listing(started=time.monotonic(), fetch=future)
         self._latest[key] = listing
@@ -56,15 +83,18 @@ class Listings:
             future.exception()  # retrieved: callers that were not waiting must not warn
             raise
         future.set_result(listing.items)
-        return listing.items
+        return listing
 
     def put(self, key: tuple[str, ...], upstream_id: str, item: Any) -> None:
         """Our own write: later lookups see it without another fetch."""
         listing = self._latest.get(key)
         if listing is not None and listing.fetch.done() and listing.fetch.exception() is None:
             listing.items[upstream_id] = item
+            if listing.by_key is not None and listing.key_of is not None:
+                listing.by_key[listing.key_of(item)] = item
 
     def drop(self, key: tuple[str, ...], upstream_id: str) -> None:
         listing = self._latest.get(key)
         if listing is not None and listing.fetch.done() and listing.fetch.exception() is None:
             listing.items.pop(upstream_id, None)
+            listing.by_key = None  # rebuilt at the next lookup

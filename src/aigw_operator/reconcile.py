@@ -88,8 +88,9 @@ class Adapter(Protocol[SpecT_contra, ObservedT]):
       Items are full observed objects unless the adapter also has
       ``listed_unchanged(spec, item, status) -> bool`` (the list lacks fields: it decides
       from what the list has, and the loop still GETs every ``full_observe_interval``).
-    - ``matches(spec, item) -> bool``: the upstream's unique key, so that creates look for
-      an existing object in a shared listing, and a create refused as a duplicate adopts it.
+    - ``unique_key(spec) -> str`` and ``item_key(item) -> str``: the upstream's unique key, so
+      that creates look for an existing object in a shared listing, and a create refused as
+      a duplicate adopts it.
     - ``find(api_key, spec)``: the search for adapters without such a key.
     - ``prepare(spec, resource, secret, deleting=)``: fills in what only Kubernetes knows
       (names, Secret values) and may put upstream objects the main one refers to in place
@@ -424,16 +425,21 @@ class Reconciler(Generic[SpecT, ObservedT]):
             self.listings.put(self._listing_key(api_key, spec), self.adapter.upstream_id(observed), observed)
 
     async def _find(self, api_key: str, spec: SpecT, state: ObjectState, *, fresh: bool = False) -> ObservedT | None:
-        matches = getattr(self.adapter, "matches", None)
-        if matches is None or not hasattr(self.adapter, "list_all"):
+        unique_key = getattr(self.adapter, "unique_key", None)
+        list_all = getattr(self.adapter, "list_all", None)
+        if unique_key is None or list_all is None:
             # Without a unique key, only the adapter knows when searching is safe (if ever).
             find = getattr(self.adapter, "find", None)
             return await find(api_key, spec) if find is not None else None
         # Only a listing begun after our last create attempt can prove that attempt failed.
-        listing = await self._listing(
-            api_key, spec, max_age=0.0 if fresh else FIND_LISTING_MAX_AGE, started_after=state.create_attempted
+        found: ObservedT | None = await self.listings.find(
+            self._listing_key(api_key, spec),
+            lambda: list_all(api_key, spec),
+            unique_key(spec),
+            self.adapter.item_key,  # type: ignore[attr-defined]
+            max_age=0.0 if fresh else FIND_LISTING_MAX_AGE,
+            started_after=state.create_attempted,
         )
-        found: ObservedT | None = next((item for item in listing.values() if matches(spec, item)), None)
         return found
 
     async def _create(self, api_key: str, spec: SpecT, state: ObjectState, report: _Report) -> ObservedT:
@@ -442,7 +448,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
             observed = await self.adapter.create(api_key, spec)
         except (InvalidSpec, Conflict):
             # A unique key taken since the listing we searched: by our own lost create, or by hand.
-            if not hasattr(self.adapter, "matches"):
+            if not hasattr(self.adapter, "unique_key"):
                 raise
             found = await self._find(api_key, spec, state, fresh=True)
             if found is None:

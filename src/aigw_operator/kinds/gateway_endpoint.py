@@ -316,10 +316,13 @@ class GatewayEndpointAdapter:
     async def list_all(self, api_key: str, spec: Any) -> dict[str, Endpoint]:
         return {endpoint.id: endpoint async for endpoint in self.client.list(api_key)}
 
-    def matches(self, spec: DesiredGatewayEndpoint, item: Endpoint) -> bool:
-        # Slugs are unique and Baseten has no idempotency key: the slug is how a create
-        # whose response was lost (or a crash before the status write) is found again.
-        return item.slug == spec.slug
+    # Slugs are unique and Baseten has no idempotency key: the slug is how a create whose
+    # response was lost (or a crash before the status write) is found again.
+    def unique_key(self, spec: DesiredGatewayEndpoint) -> str:
+        return spec.slug
+
+    def item_key(self, item: Endpoint) -> str:
+        return item.slug
 
     async def create(self, api_key: str, spec: DesiredGatewayEndpoint) -> Endpoint:
         return await self.client.create(api_key, spec.payload())

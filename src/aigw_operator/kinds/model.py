@@ -191,8 +191,11 @@ class ModelAdapter:
     def list_scope(self, spec: DesiredModel) -> str:
         return spec.spec.tenant or ""
 
-    def matches(self, spec: DesiredModel, item: RegistryModel) -> bool:
-        return item.name == spec.name
+    def unique_key(self, spec: DesiredModel) -> str:
+        return spec.name
+
+    def item_key(self, item: RegistryModel) -> str:
+        return item.name
 
     async def create(self, api_key: str, spec: DesiredModel) -> RegistryModel:
         # The registry stores any configuration it is given; check it against the dtype's schema first.

@@ -249,9 +249,12 @@ class ProviderAdapter:
     async def list_all(self, api_key: str, spec: Any) -> dict[str, Provider]:
         return {provider.id: provider async for provider in self.client.list(api_key)}
 
-    def matches(self, desired: DesiredProvider, item: Provider) -> bool:
-        # providerId is unique per account: a lost create, or a provider made by hand, is found by it.
-        return item.provider_id == desired.spec.provider_id
+    # providerId is unique per account: a lost create, or a provider made by hand, is found by it.
+    def unique_key(self, desired: DesiredProvider) -> str:
+        return desired.spec.provider_id
+
+    def item_key(self, item: Provider) -> str:
+        return item.provider_id
 
     async def create(self, api_key: str, desired: DesiredProvider) -> Provider:
         return await self.client.create(api_key, desired.spec.payload())
