@@ -59,8 +59,17 @@ KINDS = [
     Kind("Model", "models", lambda i: test_model.spec(name=f"assistant-{i}"), "registry", once=1),
     # Together: one more write, the create-pending mark that must precede a POST no upstream
     # key deduplicates; and status writes while the endpoint starts (PENDING, STARTING...).
-    # Upstream: the hardware check and the POST (then GETs follow the start-up; not counted).
-    Kind("DedicatedEndpoint", "dedicatedendpoints", lambda i: test_dedicated_endpoint.spec(), "together", 5),
+    # Upstream: the POST, and one hardware check for the model shared by the creates (then
+    # GETs follow the start-up; not counted).
+    Kind(
+        "DedicatedEndpoint",
+        "dedicatedendpoints",
+        lambda i: test_dedicated_endpoint.spec(),
+        "together",
+        5,
+        upstream_calls=1,
+        once=1,
+    ),
 ]
 
 

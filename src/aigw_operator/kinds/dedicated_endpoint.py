@@ -23,10 +23,13 @@ from aigw_operator.kinds.common import (
     cel,
     validations,
 )
+from aigw_operator.listings import Listings
 from aigw_operator.reconcile import CREATE_PENDING_ANNOTATION, Readiness, ReplaceRequired, Resource
-from aigw_operator.upstreams.http import InvalidSpec, NotFound, Unavailable
+from aigw_operator.upstreams.http import InvalidSpec, NotFound, Unavailable, credential_fingerprint
 from aigw_operator.upstreams.together import Endpoint, TogetherClient
 
+# Seconds a hardware answer serves other creates; a shortage shorter than this is not chased.
+HARDWARE_MAX_AGE = 10.0
 IMMUTABLE_FIELDS = ("model", "hardware", "disableSpeculativeDecoding", "availabilityZone")
 IMMUTABLE_RULE = cel(
     "self.replacePolicy == 'Recreate' || ("
@@ -161,6 +164,8 @@ class DedicatedEndpointAdapter:
 
     def __init__(self, client: TogetherClient) -> None:
         self.client = client
+        # Hardware offers per key and model, shared by a burst of creates: one call, not one each.
+        self._hardware = Listings()
 
     async def prepare(
         self,
@@ -209,7 +214,12 @@ class DedicatedEndpointAdapter:
         return None
 
     async def create(self, api_key: str, spec: DesiredEndpoint) -> Endpoint:
-        options = await self.client.hardware(api_key, spec.spec.model)
+        model = spec.spec.model
+        options = await self._hardware.get(
+            (credential_fingerprint(api_key), model),
+            lambda: self.client.hardware(api_key, model),
+            max_age=HARDWARE_MAX_AGE,
+        )
         if spec.spec.hardware not in options:
             # Not a shortage that may pass: this model is not served on that hardware at all.
             offered = ", ".join(sorted(options)) or "none (is the model name right?)"
