@@ -24,6 +24,7 @@ from aigw_operator.crds import all_crds
 from aigw_operator.operator import run
 from aigw_operator.settings import Settings, UpstreamSettings
 from aigw_operator.simulators.admission import admit
+from aigw_operator.simulators.base import SimulatorServer
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import Kube
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
@@ -223,6 +224,14 @@ class OperatorRunner:
         assert self.loop is not None and self.task is not None
         self.loop.call_soon_threadsafe(self.task.cancel)
         await self._join()
+
+
+@pytest.fixture
+def simulators(
+    baseten: BasetenSimulator, ngrok: NgrokSimulator, registry: ModelRegistrySimulator, together: TogetherSimulator
+) -> dict[str, SimulatorServer]:
+    """Every upstream simulator by name, for tests parametrized over the kinds."""
+    return {"baseten": baseten, "ngrok": ngrok, "registry": registry, "together": together}
 
 
 @pytest.fixture

@@ -14,9 +14,6 @@ import pytest
 
 from aigw_operator.simulators.base import SimulatorServer
 from aigw_operator.simulators.baseten import BasetenSimulator
-from aigw_operator.simulators.model_registry import ModelRegistrySimulator
-from aigw_operator.simulators.ngrok import NgrokSimulator
-from aigw_operator.simulators.together import TogetherSimulator
 from tests import test_dedicated_endpoint, test_gateway_endpoint, test_model, test_provider
 from tests.conftest import KubeEnv, OperatorRunner
 
@@ -73,17 +70,6 @@ KINDS = [
 ]
 
 
-def _sim(
-    kind: Kind,
-    baseten: BasetenSimulator,
-    ngrok: NgrokSimulator,
-    registry: ModelRegistrySimulator,
-    together: TogetherSimulator,
-) -> SimulatorServer:
-    sims: dict[str, SimulatorServer] = {"baseten": baseten, "ngrok": ngrok, "registry": registry, "together": together}
-    return sims[kind.sim]
-
-
 def _writes(env: KubeEnv) -> int:
     assert env.emulator is not None
     return env.emulator.writes()
@@ -93,16 +79,13 @@ def _writes(env: KubeEnv) -> int:
 async def test_create_costs(
     kind: Kind,
     kube_env: KubeEnv,
-    baseten: BasetenSimulator,
-    ngrok: NgrokSimulator,
-    registry: ModelRegistrySimulator,
-    together: TogetherSimulator,
+    simulators: dict[str, SimulatorServer],
     operator: OperatorRunner,
     credentials: str,
 ) -> None:
     if kube_env.emulator is None:
         pytest.fail("counts API-server writes: needs the emulator's counters")
-    sim = _sim(kind, baseten, ngrok, registry, together)
+    sim = simulators[kind.sim]
     sim.reset_counts()
     creates = 3
     before = _writes(kube_env)

@@ -12,9 +12,6 @@ import helm_python as helm
 import pytest
 
 from aigw_operator.simulators.baseten import BasetenSimulator
-from aigw_operator.simulators.model_registry import ModelRegistrySimulator
-from aigw_operator.simulators.ngrok import NgrokSimulator
-from aigw_operator.simulators.together import TogetherSimulator
 from tests import test_dedicated_endpoint, test_model, test_provider
 from tests.conftest import OPENAI_KEY, KubeEnv, OperatorRunner, record_summary
 from tests.test_chart import CHART, _rules, one, render
@@ -74,9 +71,6 @@ async def test_chart_rbac_is_exactly_what_the_operator_uses(
     chart: helm.Chart,
     kube_env: KubeEnv,
     baseten: BasetenSimulator,
-    ngrok: NgrokSimulator,
-    registry: ModelRegistrySimulator,
-    together: TogetherSimulator,
     operator: OperatorRunner,
     credentials: str,
 ) -> None:

@@ -46,14 +46,7 @@ class Connection:
 
 
 class KubeClient:
-    def __init__(
-        self,
-        connection: Connection,
-        *,
-        component: str = "aigw-operator",
-        timeout: float = 30.0,
-        max_connections: int = 16,
-    ) -> None:
+    def __init__(self, connection: Connection, *, component: str = "aigw-operator", timeout: float = 30.0) -> None:
         # Says who is asking, in API server audit logs (and the emulator's access counts).
         headers = {"Accept": "application/json", "User-Agent": f"{component}/{__version__}"}
         if connection.token:
@@ -70,7 +63,7 @@ class KubeClient:
             base_url=connection.server,
             headers=headers,
             timeout=timeout,
-            transport=AiohttpTransport(verify=verify, max_connections=max_connections),
+            transport=AiohttpTransport(verify=verify),
         )
         self.component = component
 

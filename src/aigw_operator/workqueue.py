@@ -90,10 +90,6 @@ class WorkQueue:
         self._due.pop(key, None)
         self._again.discard(key)
 
-    def __len__(self) -> int:
-        """Objects due now and waiting for a worker."""
-        return self._ready.qsize()
-
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._dispatch(), name=f"{self.name}-dispatcher")]
         self._tasks += [asyncio.create_task(self._work(), name=f"{self.name}-worker-{n}") for n in range(self._workers)]

@@ -390,8 +390,8 @@ class UpstreamClient:
         attempt = 0
         while True:
             await self._acquire(credential, method, route)
+            started = time.monotonic()
             try:
-                started = time.monotonic()
                 response = await self._client.request(method, path, json=json, params=params, headers=request_headers)
             except httpx.RequestError as exc:
                 self._observe(method, route, None, time.monotonic() - started)
