@@ -66,6 +66,7 @@ class WorkQueue:
         self._ready: asyncio.Queue[str | None] = asyncio.Queue()  # None: a worker's signal to end
         self._running: set[str] = set()
         self._again: set[str] = set()  # woken while running
+        self._forgotten: set[str] = set()  # forgotten while running: not queued again after
         self._wake = Wake()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -74,6 +75,7 @@ class WorkQueue:
         """Run ``key`` in ``delay`` seconds, or sooner if it is already due sooner (None: no-op)."""
         if delay is None or self._stopping:
             return
+        self._forgotten.discard(key)
         if key in self._running and delay <= 0:
             self._again.add(key)
             return
@@ -89,6 +91,8 @@ class WorkQueue:
     def forget(self, key: str) -> None:
         self._due.pop(key, None)
         self._again.discard(key)
+        if key in self._running:
+            self._forgotten.add(key)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._dispatch(), name=f"{self.name}-dispatcher")]
@@ -143,6 +147,9 @@ class WorkQueue:
                 delay = 60.0
             finally:
                 self._running.discard(key)
+            if key in self._forgotten:
+                self._forgotten.discard(key)
+                continue
             if key in self._again:
                 self._again.discard(key)
                 delay = 0.0
