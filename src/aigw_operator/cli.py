@@ -1,31 +1,86 @@
-"""``aigw-operator run | demo | crds | drain``."""
+"""The ``aigw-operator`` command: ``run``, ``demo``, ``crds`` and ``drain``."""
 
 from __future__ import annotations
 
+# Only the standard library at module level: everything else is imported inside main(), where a
+# Ctrl-C during the (slow) imports is caught and ends the process quietly instead of with a traceback.
 import argparse
-import asyncio
+import contextlib
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from aigw_operator import crds, logs
-from aigw_operator.settings import Settings
+DESCRIPTION = """\
+Manage AI gateway and inference resources on SaaS APIs (Baseten, ngrok, Together AI, a model
+registry) from Kubernetes custom resources in the aigw.dev group."""
+
+EPILOG = """\
+Settings come from environment variables AIGW_* (nested with __, e.g. AIGW_BASETEN__BASE_URL);
+README.md's "Configuration" section lists them. `aigw-operator run` finds the Kubernetes API as
+kubectl does (in-cluster service account, else $KUBECONFIG or ~/.kube/config), unless
+AIGW_KUBE_API_URL names an API server to use without credentials (the demo's emulator).
+
+Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted by Ctrl-C (SIGINT); once it is
+up, `run` treats SIGINT and SIGTERM as a normal shutdown (0).
+`aigw-operator <command> --help` shows a command's options."""
+
+#: Where a pod's service account token is mounted (the in-cluster configuration kopf uses).
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+#: Exit code after Ctrl-C: 128 + SIGINT, as a shell reports a process killed by it.
+INTERRUPTED = 130
+
+DEMO_STOPPED = "aigw-operator demo: stopped; the operator and the simulators are shut down."
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aigw-operator", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aigw-operator",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
 
-    run = commands.add_parser("run", help="run the operator against the configured Kubernetes API")
+    run = commands.add_parser(
+        "run",
+        help="the operator: reconcile aigw.dev resources with the upstream APIs",
+        description="Run the operator. Kubernetes API: in-cluster service account, $KUBECONFIG, "
+        "~/.kube/config, or AIGW_KUBE_API_URL (no credentials). Stops cleanly on SIGINT or SIGTERM.",
+    )
     run.add_argument("--log-format", choices=["text", "json"], help="overrides AIGW_LOG_FORMAT")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides AIGW_LOG_LEVEL")
     run.add_argument(
         "--liveness", default=None, help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz"
     )
 
-    demo = commands.add_parser("demo", help="local demo: API emulator, upstream simulators and the real operator")
-    demo.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    demo = commands.add_parser(
+        "demo",
+        help="everything on this machine, no cluster and no SaaS account: a Kubernetes API "
+        "emulator, the upstream simulators and the real operator, applying examples/",
+        description="Start a Kubernetes API emulator and the upstream simulators on loopback, run the "
+        "real operator against them, apply examples/ and show a table until every resource is Ready. "
+        "Exit code 0 when all are Ready, 1 when not within --timeout, 130 when stopped by Ctrl-C.",
+    )
+    demo.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="stay up after everything is Ready, write a kubeconfig for the emulator and print kubectl "
+        "commands to look around; stop with Ctrl-C",
+    )
+    demo.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="with --keep-running: write the emulator's kubeconfig here (default: a temporary file, "
+        "removed on exit); an existing file is only overwritten if an earlier demo wrote it",
+    )
 
-    crd = commands.add_parser("crds", help="print the CRDs generated from the models, or write them")
+    crd = commands.add_parser(
+        "crds", help="print the CustomResourceDefinitions generated from the models, or write them"
+    )
     crd.add_argument("--output-dir", type=Path, help="write one YAML file per CRD here instead of printing")
 
     drain = commands.add_parser(
@@ -40,9 +95,64 @@ def main(argv: list[str] | None = None) -> int:
     drain.add_argument(
         "--verify-after", type=float, default=2.0, help="seconds to wait before checking no operator re-added it"
     )
+    return parser
 
-    args = parser.parse_args(argv)
+
+def missing_kube_api(
+    environ: Mapping[str, str], *, kube_api_url: str | None, token: Path = SERVICE_ACCOUNT_TOKEN
+) -> str | None:
+    """Why ``run`` cannot reach any Kubernetes API, or None when one of the sources is there.
+
+    Without this, kopf's login handlers find nothing and retry every minute for ever, with a
+    traceback each time; checking the same sources first turns that into one line and an exit.
+    """
+    if kube_api_url:
+        return None
+    if environ.get("KUBERNETES_SERVICE_HOST") and token.exists():
+        return None
+    kubeconfig = environ.get("KUBECONFIG", "")
+    if kubeconfig:
+        paths = [Path(p.strip()).expanduser() for p in kubeconfig.split(os.pathsep) if p.strip()]
+        absent = [str(p) for p in paths if not p.is_file()]
+        if paths and not absent:
+            return None
+        if paths and len(absent) < len(paths):
+            # kubectl skips a missing file in the list, but kopf's kubeconfig login fails on it.
+            return f"$KUBECONFIG lists files that do not exist: {', '.join(absent)}"
+        looked_in = f"$KUBECONFIG ({kubeconfig}: not found), ~/.kube/config (not used when $KUBECONFIG is set)"
+    else:
+        default = Path("~/.kube/config").expanduser()
+        if default.is_file():
+            return None
+        looked_in = f"$KUBECONFIG (unset), ~/.kube/config ({default}: not found)"
+    in_cluster = "set" if environ.get("KUBERNETES_SERVICE_HOST") else "unset"
+    return (
+        "no Kubernetes API configured; looked for: in-cluster service account "
+        f"($KUBERNETES_SERVICE_HOST {in_cluster}, {token}{' present' if token.exists() else ': not found'}), "
+        f"{looked_in}, AIGW_KUBE_API_URL (unset)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command installed its own handling (e.g. during the imports). Silent
+        # except for the demo: the shell shows ^C already, and kopf logs its own stop.
+        code = INTERRUPTED
+    if args.command == "demo" and code > 128:  # stopped by a signal (130: Ctrl-C)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(DEMO_STOPPED, file=sys.stderr, flush=True)
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    import asyncio
+
     if args.command == "crds":
+        from aigw_operator import crds
+
         if args.output_dir:
             for path in crds.write(args.output_dir):
                 print(path)
@@ -50,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(crds.render_all())
         return 0
     if args.command == "run":
+        from aigw_operator import logs
+        from aigw_operator.settings import Settings
+
         settings = Settings()
+        problem = missing_kube_api(os.environ, kube_api_url=settings.kube_api_url)
+        if problem:
+            print(f"aigw-operator run: {problem}", file=sys.stderr)
+            return 1
         logs.configure(args.log_level or settings.log_level, args.log_format or settings.log_format)
         from aigw_operator.operator import run as run_operator
 
@@ -70,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if args.command == "demo":
+        if args.kubeconfig is not None and not args.keep_running:
+            print("aigw-operator demo: --kubeconfig needs --keep-running", file=sys.stderr)
+            return 2
         from aigw_operator.demo import demo as run_demo
 
-        return asyncio.run(run_demo(timeout=args.timeout))
+        return asyncio.run(run_demo(timeout=args.timeout, keep_running=args.keep_running, kubeconfig=args.kubeconfig))
     return 2
 
 

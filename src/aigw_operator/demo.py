@@ -1,8 +1,9 @@
 """``aigw-operator demo``: the whole loop on one machine, no cluster and no SaaS account.
 
-Starts the Kubernetes API emulator and the Baseten simulator in this process, runs the real
-operator as a separate process against them, applies examples/, and shows a live table
-until every resource is Ready.
+Starts the Kubernetes API emulator and the upstream simulators in this process, runs the real
+operator as a separate process against them, applies examples/, and shows a live table until
+every resource is Ready. With ``keep_running`` it then stays up, writes a kubeconfig for the
+emulator and prints kubectl commands to look around, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import asyncio
 import base64
 import contextlib
 import os
+import shlex
+import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,13 @@ DEMO_KEY = "demo-baseten-key"
 NGROK_DEMO_KEY = "demo-ngrok-key"
 REGISTRY_DEMO_KEY = "demo-registry-key"
 TOGETHER_DEMO_KEY = "demo-together-key"
+
+#: The kubeconfig context (and cluster and user) the demo writes; also how it recognises its own file.
+KUBE_CONTEXT = "aigw-demo"
+
+#: Signals that stop the demo cleanly; it then exits with 128 + the signal's number, as a shell
+#: reports a process killed by it: 130 after Ctrl-C, so a script can tell "stopped" from 0 and 1.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def find_examples() -> Path:
@@ -89,7 +101,8 @@ async def snapshot(kube: Kube, resources: list[dict[str, Any]]) -> tuple[list[li
                 manifest["kind"],
                 manifest["metadata"]["name"],
                 ready.get("status", "-"),
-                ready.get("reason", "Pending"),
+                # Only after a kubectl delete (every resource is created before the first look).
+                ready.get("reason", "Pending") if obj is not None else "NotFound",
                 ((obj or {}).get("status") or {}).get("id") or "-",
                 ready.get("message", ""),
             ]
@@ -97,7 +110,97 @@ async def snapshot(kube: Kube, resources: list[dict[str, Any]]) -> tuple[list[li
     return rows, all_ready
 
 
-async def demo(timeout: float = 120.0) -> int:
+def kubeconfig_text(server: str) -> str:
+    """A kubeconfig for the emulator: plain HTTP on loopback, no credentials, namespace ``demo``."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": KUBE_CONTEXT, "cluster": {"server": server}}],
+        "users": [{"name": KUBE_CONTEXT, "user": {}}],
+        "contexts": [
+            {"name": KUBE_CONTEXT, "context": {"cluster": KUBE_CONTEXT, "user": KUBE_CONTEXT, "namespace": NAMESPACE}}
+        ],
+        "current-context": KUBE_CONTEXT,
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@contextlib.contextmanager
+def kubeconfig_file(server: str, path: Path | None) -> Iterator[Path]:
+    """Write the emulator's kubeconfig; a file of our own making (in a temp dir) goes away afterwards.
+
+    A path given by the user is written only if it is absent or an earlier demo's file: pointing
+    ``--kubeconfig`` at a real ``~/.kube/config`` by mistake must not overwrite it.
+    """
+    if path is None:
+        with tempfile.TemporaryDirectory(prefix="aigw-demo-") as directory:
+            own = Path(directory) / "kubeconfig"
+            own.write_text(kubeconfig_text(server))
+            yield own
+        return
+    if path.exists():
+        try:
+            existing = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            existing = {}
+        if not isinstance(existing, dict) or existing.get("current-context") != KUBE_CONTEXT:
+            raise SystemExit(f"{path} exists and is not a kubeconfig the demo wrote: not overwriting it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(kubeconfig_text(server))
+    yield path
+
+
+def how_to_look(kubeconfig: Path, resources: list[dict[str, Any]]) -> str:
+    kubectl = f"kubectl --kubeconfig {shlex.quote(str(kubeconfig))}"
+    first: dict[str, str] = {}
+    for manifest in resources:
+        first.setdefault(manifest["kind"].lower(), manifest["metadata"]["name"])
+    lines = [
+        "Everything keeps running; press Ctrl-C to stop.",
+        f"The emulator's kubeconfig is {kubeconfig} (namespace {NAMESPACE}). Try:",
+        f"  {kubectl} get aigw -A",
+    ]
+    lines += [f"  {kubectl} describe {kind} {name}" for kind, name in first.items()]
+    if "gatewayendpoint" in first:
+        lines.append(f"  {kubectl} get gatewayendpoint {first['gatewayendpoint']} -o yaml")
+    lines.append(f"  {kubectl} get events")
+    if "gatewayendpoint" in first:
+        lines.append(
+            f"  {kubectl} delete gatewayendpoint {first['gatewayendpoint']}   # the operator deletes it upstream too"
+        )
+    return "\n".join(lines)
+
+
+async def demo(timeout: float = 120.0, *, keep_running: bool = False, kubeconfig: Path | None = None) -> int:
+    """Run the demo; 0 = every resource Ready, 1 = not within ``timeout`` or the operator died,
+    128 + signal = stopped by one of :data:`STOP_SIGNALS` (after a clean shutdown, printing nothing)."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        # Only the first signal cancels: a second Ctrl-C must not cut the shutdown (and the
+        # operator process) short; the shutdown's own timeouts bound it.
+        if not received:
+            received.append(signum)
+            main.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await _demo(timeout, keep_running, kubeconfig)
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        main.uncancel()
+        return 128 + received[0]
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+async def _demo(timeout: float, keep_running: bool, kubeconfig: Path | None) -> int:
     manifests = load_manifests(find_examples())
     resources = [m for m in manifests if m["apiVersion"].startswith("aigw.dev/")]
     emulator = KubeEmulator(admission=admit)
@@ -136,40 +239,77 @@ async def demo(timeout: float = 120.0) -> int:
             AIGW_SHORT_POLL_INTERVAL="1",
             AIGW_METRICS_PORT="0",
         )
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "aigw_operator.cli", "run", env=env)
-        print(f"operator:                pid {process.pid} (aigw-operator run)\n")
+        # Its own process group: the terminal's Ctrl-C reaches only the demo, which then stops the
+        # operator with one SIGTERM. Sharing the Ctrl-C would interrupt an operator still importing
+        # (a traceback), and a second signal while kopf is stopping makes kopf log one too.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aigw_operator.cli", "run", env=env, process_group=0
+        )
+        print(f"operator:                pid {process.pid} (aigw-operator run)\n", flush=True)
         try:
             for manifest in manifests:
                 await apply(kube, manifest)
                 print(f"applied {manifest['kind']}/{manifest['metadata']['name']}")
             print()
-            return await watch(kube, resources, process, timeout)
+            table = Watch(kube, resources, process)
+            code = await table.until_ready(timeout)
+            if not keep_running or process.returncode is not None:
+                return code
+            with kubeconfig_file(kube_server.url, kubeconfig) as path:
+                print(f"\n{how_to_look(path, resources)}\n", flush=True)
+                return await table.forever()
         finally:
-            if process.returncode is None:
-                process.terminate()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 10)
-                if process.returncode is None:
-                    process.kill()
+            # Inside the ``async with``: the operator stops while the emulator still answers it.
+            await _stop_operator(process)
 
 
-async def watch(
-    kube: Kube, resources: list[dict[str, Any]], process: asyncio.subprocess.Process, timeout: float
-) -> int:
-    started = time.monotonic()
-    last = ""
-    while time.monotonic() - started < timeout:
-        if process.returncode is not None:
-            print(f"the operator exited with code {process.returncode}")
-            return 1
-        rows, all_ready = await snapshot(kube, resources)
+async def _stop_operator(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 10)
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+class Watch:
+    """The live table: printed whenever it changes, timed from the demo's start."""
+
+    def __init__(self, kube: Kube, resources: list[dict[str, Any]], process: asyncio.subprocess.Process) -> None:
+        self.kube = kube
+        self.resources = resources
+        self.process = process
+        self.started = time.monotonic()
+        self.last = ""
+
+    async def until_ready(self, timeout: float) -> int:
+        """0 once every resource is Ready; 1 when the operator exits or ``timeout`` passes first."""
+        while time.monotonic() - self.started < timeout:
+            if await self._step():
+                print(f"All {len(self.resources)} resources are Ready.", flush=True)
+                return 0
+            if self.process.returncode is not None:
+                return self._operator_exited()
+            await asyncio.sleep(0.2)
+        print(f"Not all resources became Ready within {timeout:.0f}s.", flush=True)
+        return 1
+
+    async def forever(self) -> int:
+        """Keep the table current (kubectl edits show up) until the operator exits (1)."""
+        while self.process.returncode is None:
+            await self._step()
+            await asyncio.sleep(0.5)
+        return self._operator_exited()
+
+    async def _step(self) -> bool:
+        rows, all_ready = await snapshot(self.kube, self.resources)
         table = render(rows)
-        if table != last:
-            print(f"[{time.monotonic() - started:5.1f}s]\n{table}\n", flush=True)
-            last = table
-        if all_ready:
-            print(f"All {len(resources)} resources are Ready.")
-            return 0
-        await asyncio.sleep(0.2)
-    print(f"Not all resources became Ready within {timeout:.0f}s.")
-    return 1
+        if table != self.last:
+            print(f"[{time.monotonic() - self.started:5.1f}s]\n{table}\n", flush=True)
+            self.last = table
+        return all_ready
+
+    def _operator_exited(self) -> int:
+        print(f"the operator exited with code {self.process.returncode}", flush=True)
+        return 1
