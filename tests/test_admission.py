@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aigw_operator.simulators.admission import FieldError, Invalid, admit
+from aigw_operator.simulators.admission import FieldError, Invalid, admit, prune_unknown_fields
 
 GROUP = "test.aigw.dev"
 API_VERSION = f"{GROUP}/v1alpha1"
@@ -775,3 +775,55 @@ def test_admission_is_fast_once_rules_are_compiled() -> None:
             admit(WIDGETS, obj, obj)
         best = min(best, (time.perf_counter() - start) / runs)
     assert best < 0.005, f"{best * 1000:.2f} ms per admission"
+
+
+# --- structural pruning: what the decoder finds before validation -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "pruned", "left"),
+    [
+        ({"provider": "OPENAI", "foo": 1}, ["spec.foo"], {"provider": "OPENAI"}),
+        # An object with keys where a scalar is declared: its keys are unknown (a 400 on a server).
+        ({"provider": {"a": 1, "b": 2}}, ["spec.provider.a", "spec.provider.b"], {"provider": {}}),
+        # Objects in a list where a scalar is declared lose their keys too.
+        ({"slug": [{"a": 1}, "x"]}, ["spec.slug[0].a"], {"slug": [{}, "x"]}),
+        # An object where a list is declared: the list's schema has no properties.
+        ({"targets": {"name": "a"}}, ["spec.targets.name"], {"targets": {}}),
+        ({"targets": [{"name": "a", "x": 1}]}, ["spec.targets[0].x"], {"targets": [{"name": "a"}]}),
+        # Nothing to prune: left for validation to refuse ("must be of type"), a 422.
+        ({"slug": ["a", "b"]}, [], {"slug": ["a", "b"]}),
+        ({"provider": {}}, [], {"provider": {}}),
+        ({"targets": "a", "labels": 5}, [], {"targets": "a", "labels": 5}),
+        # additionalProperties and preserve-unknown-fields keep what they allow.
+        ({"labels": {"any": "x"}, "extra": {"a": {"b": 1}}}, [], {"labels": {"any": "x"}, "extra": {"a": {"b": 1}}}),
+    ],
+)
+def test_pruning_finds_what_the_schema_does_not_declare(
+    spec: dict[str, Any], pruned: list[str], left: dict[str, Any]
+) -> None:
+    obj = widget(spec)
+    assert prune_unknown_fields(WIDGETS, obj) == pruned
+    assert obj["spec"] == left
+
+
+def test_pruning_reports_metadata_and_root_fields_and_keeps_type_meta() -> None:
+    obj = widget({"provider": "OPENAI"})
+    obj["metadata"].update({"labels": {"a": "b"}, "finalizers": ["x/y"], "bogus": 1})
+    obj["extraTop"] = {"a": 1}
+    assert prune_unknown_fields(WIDGETS, obj) == ["metadata.bogus", "extraTop"]
+    assert obj == {
+        "apiVersion": API_VERSION,
+        "kind": "Widget",
+        "metadata": {"name": "w1", "namespace": "ns", "labels": {"a": "b"}, "finalizers": ["x/y"]},
+        "spec": {"provider": "OPENAI"},
+    }
+    # What admission then sees has no unknown field left to report.
+    admit(WIDGETS, obj)
+
+
+def test_pruning_leaves_unknown_versions_to_admission() -> None:
+    obj = widget({"provider": "OPENAI", "foo": 1})
+    obj["apiVersion"] = f"{GROUP}/v9"
+    assert prune_unknown_fields(WIDGETS, obj) == []
+    assert obj["spec"]["foo"] == 1

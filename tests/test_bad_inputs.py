@@ -4,8 +4,15 @@ Part 1, admission: invalid manifests of the four kinds, each refused by the Kube
 HTTP, so that the same cases run against a real cluster with AIGW_TEST_KUBECONFIG) with a message
 that names the offending field. Every request carries ``fieldValidation=Strict``, as kubectl sends
 by default, so that unknown fields (a cross-namespace Secret reference among them) are refused
-rather than silently pruned. (The emulator ignores the parameter: it always refuses unknown
-fields, and with 422 Invalid where a real API server answers 400 BadRequest.)
+rather than silently pruned. Both refusals happen at ``kubectl apply`` time, in two steps that
+each case states (``Bad.status``), the same on the emulator and on a real API server:
+
+- 400 BadRequest, "strict decoding error: unknown field ...": the decoder's structural pruning
+  found a key the schema does not declare. That is an unknown field, and also an object with keys
+  where a scalar or a list is declared (``spec.metadata.team``), or objects in a list there.
+- 422 Invalid, naming the field in ``details.causes``: everything the decoder lets through and the
+  validation refuses: a scalar of the wrong type, a scalar where an object or a list is declared,
+  a list of scalars where a scalar is declared, enum, pattern, lengths, ranges, required, CEL.
 
 Part 2, upstream refusals: specs the schema cannot fault but the upstream refuses. The operator
 must report them (Ready=False with the upstream's message, a Warning Event) after exactly one
@@ -84,6 +91,9 @@ TOO_MANY = "too many items"
 BAD_VALUE = "value not allowed (enum, pattern, empty, duplicate)"
 UNKNOWN = "unknown field"
 CROSS_NAMESPACE = "cross-namespace Secret reference"
+WRONG_SHAPE = "object where a scalar or a list is declared"
+# Found while decoding, before validation: 400 BadRequest on every API server.
+DECODING = frozenset({UNKNOWN, CROSS_NAMESPACE, WRONG_SHAPE})
 
 
 @dataclass(frozen=True)
@@ -107,14 +117,15 @@ class Bad:
     says: str = ""  # more text the message must carry (the CEL rule's message)
 
     @property
-    def unknown_field(self) -> bool:
-        return self.category in (UNKNOWN, CROSS_NAMESPACE)
+    def status(self) -> int:
+        """The refusal every API server gives: 400 from the decoder, else 422 from validation."""
+        return 400 if self.category in DECODING else 422
 
     @property
     def needle(self) -> str:
-        # An unknown field is a decoding error ("strict decoding error: unknown field ..."), the
+        # A decoding error names the pruned key ("strict decoding error: unknown field ..."), the
         # others are field errors ("<path>: Required value", "<path>: Invalid value: ...").
-        return f'unknown field "{self.path}"' if self.unknown_field else f"{self.path}: "
+        return f'unknown field "{self.path}"' if self.status == 400 else f"{self.path}: "
 
 
 def long(n: int, prefix: str = "") -> str:
@@ -157,7 +168,16 @@ def scaling(**bounds: Any) -> dict[str, Any]:
 CASES: list[Bad] = [
     # ---------------------------------------------------------------- GatewayEndpoint
     Bad("gwe/slug-not-a-string", GWE, WRONG_TYPE, "spec.slug", {"slug": 5}),
-    Bad("gwe/targets-an-object", GWE, WRONG_TYPE, "spec.targets", {"targets": {"provider": "BASETEN"}}),
+    Bad("gwe/targets-an-object", GWE, WRONG_SHAPE, "spec.targets.provider", {"targets": {"provider": "BASETEN"}}),
+    Bad(
+        "gwe/provider-an-object",
+        GWE,
+        WRONG_SHAPE,
+        f"{T0}.provider.a",
+        {"targets": [{"provider": {"a": 1}, "modelId": "3kZ9xqd"}]},
+    ),
+    Bad("gwe/slug-a-list-of-objects", GWE, WRONG_SHAPE, "spec.slug[0].org", {"slug": [{"org": "my-org"}]}),
+    Bad("gwe/slug-a-list-of-strings", GWE, WRONG_TYPE, "spec.slug", {"slug": ["my-org/glm"]}),
     Bad("gwe/target-a-string", GWE, WRONG_TYPE, T0, {"targets": ["BASETEN"]}),
     Bad("gwe/secret-ref-a-string", GWE, WRONG_TYPE, "spec.credentialsSecretRef", {"credentialsSecretRef": "baseten"}),
     Bad("gwe/no-spec", GWE, MISSING, "spec", without_spec=True),
@@ -363,12 +383,13 @@ CASES: list[Bad] = [
     ),
     # ---------------------------------------------------------------- Provider
     Bad("provider/models-a-string", PROVIDER, WRONG_TYPE, "spec.models", {"models": "llama-3-8b"}),
-    Bad("provider/metadata-an-object", PROVIDER, WRONG_TYPE, "spec.metadata", {"metadata": {"team": "ml"}}),
+    Bad("provider/metadata-an-object", PROVIDER, WRONG_SHAPE, "spec.metadata.team", {"metadata": {"team": "ml"}}),
+    Bad("provider/metadata-an-empty-object", PROVIDER, WRONG_TYPE, "spec.metadata", {"metadata": {}}),
     Bad(
         "provider/surfaces-an-object",
         PROVIDER,
-        WRONG_TYPE,
-        "spec.supportedApiSurfaces",
+        WRONG_SHAPE,
+        "spec.supportedApiSurfaces.format",
         {"supportedApiSurfaces": {"format": "openai"}},
     ),
     Bad("provider/name-a-boolean", PROVIDER, WRONG_TYPE, "spec.name", {"name": True}),
@@ -757,13 +778,14 @@ CASES: list[Bad] = [
 @dataclass
 class Tally:
     total: int = 0
-    refused: int = 0
+    refused: Counter[int] = field(default_factory=Counter)  # by HTTP status
     upstream: int = 0
 
     def record(self) -> None:
         record_summary(
             "bad inputs",
-            f"refused {self.refused}/{self.total} at admission, "
+            f"refused {sum(self.refused.values())}/{self.total} at kubectl-apply time "
+            f"({self.refused[400]} with 400 while decoding, {self.refused[422]} with 422 by validation), "
             f"{self.upstream} upstream refusals reported after <=1 call per generation",
         )
 
@@ -793,14 +815,6 @@ async def submit(kube: Kube, case: Bad) -> httpx.Response:
     return await kube.http.put(item, json=stored, params=STRICT)
 
 
-def expected_status(case: Bad, env: KubeEnv) -> int:
-    if case.unknown_field and env.emulator is None:
-        # A real API server refuses unknown fields while decoding the body: 400 BadRequest
-        # "strict decoding error". The emulator reports them with the field errors: 422 Invalid.
-        return 400
-    return 422
-
-
 def test_the_catalogue() -> None:
     assert len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES), "case ids are unique"
@@ -810,6 +824,7 @@ def test_the_catalogue() -> None:
         assert case.path == "spec" or case.path.startswith("spec."), case.id
         assert (case.edit is None) != (case.category == IMMUTABLE), case.id
         assert not case.replace or case.edit is not None, case.id
+    assert {c.status for c in CASES} == {400, 422}, "both kinds of refusal are covered"
 
 
 @pytest.mark.parametrize("kind", sorted(PLURALS))
@@ -828,7 +843,7 @@ async def test_bad_input_is_refused_naming_the_field(case: Bad, kube_env: KubeEn
     TALLY.total += 1
     TALLY.record()
     response = await submit(kube_env.kube, case)
-    status = expected_status(case, kube_env)
+    status = case.status
     assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
     body = response.json()
     message = str(body.get("message", ""))
@@ -844,7 +859,7 @@ async def test_bad_input_is_refused_naming_the_field(case: Bad, kube_env: KubeEn
         assert stored is None, stored
     else:
         assert stored is not None and stored["metadata"]["generation"] == 1, stored
-    TALLY.refused += 1
+    TALLY.refused[status] += 1
     TALLY.record()
 
 

@@ -10,8 +10,9 @@ What is emulated, in the order the API server does it:
 2. ``default`` values are applied to absent fields (and to ``null`` ones that are not
    ``nullable``), recursively, also inside defaults and on updates; the old object is
    defaulted too, since the API server defaults what it reads from etcd;
-3. the object is validated against the structural schema; unknown fields are refused
-   as ``kubectl apply`` does with its default ``--validate=strict``;
+3. the object is validated against the structural schema; unknown fields are reported
+   as causes (the emulator prunes them first, see :func:`prune_unknown_fields`, and applies
+   ``fieldValidation`` itself, so that through it they are a 400, a warning or nothing);
 4. the CEL rules are evaluated bottom-up, with ``self`` (and ``oldSelf`` for transition
    rules on updates) bound to the CEL value of the node, unless step 3 found a "blocking"
    error (required, type, enum, too long, too many), in which case the API server skips
@@ -89,9 +90,10 @@ TOO_LONG = "FieldValueTooLong"
 TOO_MANY = "FieldValueTooMany"
 TYPE_INVALID = "FieldValueTypeInvalid"
 FORBIDDEN = "FieldValueForbidden"
-# Not a field.ErrorType: the API server refuses unknown fields while decoding (a 400
-# with "strict decoding error"), before any field validation; we report them with the
-# other causes so that one response lists every problem.
+# Not a field.ErrorType: the API server finds unknown fields while decoding, by structural
+# pruning (see :func:`prune_unknown_fields`), before any field validation. The emulator does
+# that pruning itself and honours ``fieldValidation`` (400 BadRequest under Strict); ``admit``
+# called on its own, as the schema tests do, still reports them here with the other causes.
 UNKNOWN = "FieldValueUnknown"
 # The error types after which the API server skips the CEL rules (hasBlockingErr).
 _BLOCKING = frozenset({NOT_SUPPORTED, REQUIRED, TOO_LONG, TOO_MANY, TYPE_INVALID})
@@ -134,6 +136,111 @@ def admit(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | None =
     if errors:
         raise Invalid(kind, name, errors)
     return result
+
+
+# --- structural pruning (decoding) --------------------------------------------------------
+
+# ObjectMeta's JSON fields: anything else under the root ``metadata`` is an unknown field.
+_OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
+
+
+def prune_unknown_fields(crd: dict[str, Any], obj: dict[str, Any]) -> list[str]:
+    """Drop, in place, every field of ``obj`` that the CRD's schema does not declare, and return
+    their paths (``spec.x``, ``spec.targets[0].y``, ``metadata.z``), as the API server's decoder
+    does for custom resources before anything else looks at the body.
+
+    This is apiextensions-apiserver's structural pruning (``pkg/apiserver/schema/pruning``): a
+    key is unknown when its object's schema has neither ``properties`` naming it nor
+    ``additionalProperties``, unless ``x-kubernetes-preserve-unknown-fields`` is set. So an
+    object with keys where a scalar or a list is declared loses those keys (``spec.slug.a``),
+    and so do objects inside a list where a scalar is declared (``spec.slug[0].a``); a scalar
+    where an object or a list is declared, a list of scalars where a scalar is declared, or an
+    empty object, have nothing to prune and are left to validation ("must be of type").
+    ObjectMeta keys it does not have are unknown too (they come first, like the API server's).
+    The pruned paths are sorted, as ``PruneWithOptions`` sorts them.
+    """
+    if crd.get("spec", {}).get("preserveUnknownFields"):
+        return []
+    schema, version_errors = _version_schema(crd, obj)
+    if version_errors:
+        return []  # the admission refuses the apiVersion or kind; nothing to decode against
+    unknown: list[str] = []
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in [k for k in meta if k not in _OBJECT_META_FIELDS]:
+            unknown.append(f"metadata.{key}")
+            del meta[key]
+    pruned: list[str] = []
+    _prune(obj, schema, "", pruned, embedded=True)
+    return unknown + sorted(pruned)
+
+
+def _prune(value: Any, schema: Schema | None, path: str, pruned: list[str], *, embedded: bool = False) -> None:
+    if schema is not None and schema.get("x-kubernetes-preserve-unknown-fields"):
+        _skip_prune(value, schema, path, pruned)
+        return
+    if isinstance(value, dict):
+        if schema is None:
+            for key in list(value):
+                pruned.append(_child(path, key))
+                del value[key]
+            return
+        embedded = embedded or bool(schema.get("x-kubernetes-embedded-resource"))
+        props: dict[str, Schema] = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key in list(value):
+            if embedded and key in _ROOT_FIELDS:
+                continue  # type meta and ObjectMeta are the API server's, not the schema's
+            if key in props:
+                _prune(value[key], props[key], _child(path, key), pruned)
+            elif isinstance(additional, dict):
+                _prune(value[key], additional, _child(path, key), pruned)
+            elif additional is True:
+                _prune(value[key], None, _child(path, key), pruned)
+            else:
+                pruned.append(_child(path, key))
+                del value[key]
+    elif isinstance(value, list):
+        items = schema.get("items") if schema is not None else None
+        for index, item in enumerate(value):
+            _prune(item, items if isinstance(items, dict) else None, f"{path}[{index}]", pruned)
+
+
+def _skip_prune(value: Any, schema: Schema, path: str, pruned: list[str]) -> None:
+    # Below preserve-unknown-fields, declared properties are still pruned inside.
+    if isinstance(value, dict):
+        props: dict[str, Schema] = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            if schema.get("x-kubernetes-embedded-resource") and key in _ROOT_FIELDS:
+                continue
+            if key in props:
+                _prune(item, props[key], _child(path, key), pruned)
+            elif isinstance(additional, dict):
+                _prune(item, additional, _child(path, key), pruned)
+    elif isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for index, item in enumerate(value):
+                _skip_prune(item, items, f"{path}[{index}]", pruned)
 
 
 # --- version selection -------------------------------------------------------------------

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
+import contextvars
 import copy
 import datetime
 import json
@@ -26,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import EllipsisType, TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import aiohttp.web
 import attrs
@@ -34,7 +36,7 @@ import jsonpatch
 import kmock
 from kmock._internal import apps, rendering
 
-from aigw_operator.simulators.admission import Invalid
+from aigw_operator.simulators.admission import Invalid, prune_unknown_fields
 
 JSON = dict[str, Any]
 Admission = Callable[[JSON, JSON, JSON | None], JSON]
@@ -45,6 +47,10 @@ _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's genera
 _MAIN_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 _SUB_VERBS = ("get", "patch", "update")
 _READ_VERBS = frozenset({"get", "list", "watch"})
+# The namespaces the API server's NamespaceLifecycle admission refuses to delete.
+_IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+_FIELD_VALIDATIONS = ("", "Ignore", "Strict", "Warn")  # sorted, as the API server lists them
+WriteOrder = Literal["natural", "event-first", "response-first"]
 _WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 # Fields only the server sets; client-sent values are ignored on every main-resource write.
 _SYSTEM_META = (
@@ -139,6 +145,21 @@ _BUILTINS: tuple[ResourceType, ...] = (
 )
 
 
+@dataclass
+class _RequestState:
+    """What one HTTP write request carries through the store code: its ``fieldValidation``
+    directive and the warnings it collects (``Warning: 299`` headers)."""
+
+    field_validation: str = "Warn"  # the API server's default when the client sends none
+    warnings: list[str] = field(default_factory=list)
+
+
+# Per request (each aiohttp handler runs in its own task, hence its own context). Writes made
+# by the emulator itself (its namespace controller, ``register_crd``) see None: no decoding
+# warnings, unknown fields pruned silently.
+_REQUEST: contextvars.ContextVar[_RequestState | None] = contextvars.ContextVar("kube_emulator_request", default=None)
+
+
 @dataclass(frozen=True)
 class _Event:
     rv: int
@@ -157,8 +178,11 @@ class _Watcher:
     namespace: str | None
     labels: list[tuple[str, str, frozenset[str]]]
     fields: list[tuple[str, str, str]]
-    queue: asyncio.Queue[tuple[str, JSON] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[str, JSON, int] | None] = field(default_factory=asyncio.Queue)
     overflowed: bool = False
+    queued_rv: int = 0  # the resourceVersion of the last live event queued for this watch
+    written_rv: int = 0  # ... and of the last one written to its connection
+    progress: asyncio.Event = field(default_factory=asyncio.Event)  # set after each written event
 
 
 # --- selectors -----------------------------------------------------------------------------------
@@ -206,8 +230,31 @@ def parse_label_selector(text: str | None) -> list[tuple[str, str, frozenset[str
     return result
 
 
-def parse_field_selector(text: str | None) -> list[tuple[str, str, str]]:
-    """Parse a ``fieldSelector``; only the fields every resource supports are accepted."""
+_COMMON_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
+# The field labels the API server supports beyond the common two (its per-kind field label
+# conversion functions); custom resources get only the common ones.
+_FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
+    ("", "events"): _COMMON_FIELDS
+    | {
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    },
+    ("", "secrets"): _COMMON_FIELDS | {"type"},
+    ("", "namespaces"): _COMMON_FIELDS | {"status.phase"},
+}
+
+
+def parse_field_selector(text: str | None, allowed: frozenset[str] = _COMMON_FIELDS) -> list[tuple[str, str, str]]:
+    """Parse a ``fieldSelector``; only the ``allowed`` field labels are accepted."""
     if not text:
         return []
     result: list[tuple[str, str, str]] = []
@@ -216,7 +263,7 @@ def parse_field_selector(text: str | None) -> list[tuple[str, str, str]]:
         if not match:
             raise ApiError(400, "BadRequest", f"invalid field selector: {term.strip()!r}")
         path, op, value = match.groups()
-        if path not in ("metadata.name", "metadata.namespace"):
+        if path not in allowed:
             raise ApiError(400, "BadRequest", f"field label not supported: {path}")
         result.append((path, "!=" if op == "!=" else "=", value))
     return result
@@ -241,10 +288,13 @@ def _labels_match(obj: Mapping[str, Any], requirements: list[tuple[str, str, fro
 
 
 def _fields_match(obj: Mapping[str, Any], requirements: list[tuple[str, str, str]]) -> bool:
-    meta = obj.get("metadata", {})
     for path, op, value in requirements:
-        actual = meta.get(path.split(".", 1)[1]) or ""
-        if (actual == value) != (op == "="):
+        actual: Any = obj
+        for key in path.split("."):
+            actual = actual.get(key) if isinstance(actual, Mapping) else None
+        if path == "source" and isinstance(actual, Mapping):  # an Event's source is selected by its component
+            actual = actual.get("component")
+        if (str(actual if actual is not None else "") == value) != (op == "="):
             return False
     return True
 
@@ -301,6 +351,265 @@ def _invalid(rtype: ResourceType, name: str, causes: list[tuple[str, str, str]])
     )
 
 
+# --- response helpers: warnings, Table output ----------------------------------------------------------
+
+
+def _add_warnings(response: aiohttp.web.StreamResponse) -> None:
+    """Write the request's warnings as ``Warning: 299 - "<text>"`` headers (one per warning, in
+    order, duplicates dropped), as the API server's warning recorder does."""
+    state = _REQUEST.get()
+    if state is None:
+        return
+    for text in dict.fromkeys(state.warnings):
+        response.headers.add("Warning", f"299 - {json.dumps(text)}")  # json.dumps quotes like Go's %q
+
+
+def _table_version(accept: str) -> str | None:
+    """The ``meta.k8s.io`` Table version an ``Accept`` header asks for (kubectl's
+    ``application/json;as=Table;v=v1;g=meta.k8s.io,...,application/json``), or None when the first
+    acceptable media type is plain JSON."""
+    for media in accept.split(","):
+        parts = [p.strip() for p in media.split(";")]
+        params = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        if params.get("as") == "Table":
+            if params.get("g") == "meta.k8s.io" and params.get("v") in ("v1", "v1beta1"):
+                return params["v"]
+            continue
+        if parts[0] in ("application/json", "application/*", "*/*") and "as" not in params:
+            return None
+    return None
+
+
+_NAME_DOC = (
+    "Name must be unique within a namespace. Is required when creating resources, although some resources may "
+    "allow a client to request the generation of an appropriate name automatically. Name is primarily intended "
+    "for creation idempotence and configuration definition. Cannot be updated. More info: "
+    "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+)
+_CREATED_DOC = (
+    "CreationTimestamp is a timestamp representing the server time when this object was created. It is not "
+    "guaranteed to be set in happens-before order across separate operations. Clients may not set this value. "
+    "It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. "
+    "More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
+)
+
+
+def _column(name: str, type_: str, description: str, *, format_: str = "", priority: int = 0) -> JSON:
+    return {"name": name, "type": type_, "format": format_, "description": description, "priority": priority}
+
+
+_NAME_COLUMN = _column("Name", "string", _NAME_DOC, format_="name")
+
+
+def human_duration(seconds: float) -> str:
+    """apimachinery's ``duration.HumanDuration``: how the API server renders ages ("42s", "5m3s", "3d")."""
+    whole = int(seconds)
+    if whole < -1:
+        return "<invalid>"
+    if whole < 0:
+        return "0s"
+    if whole < 120:
+        return f"{whole}s"
+    minutes = whole // 60
+    if minutes < 10:
+        return f"{minutes}m" if whole % 60 == 0 else f"{minutes}m{whole % 60}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = whole // 3600
+    if hours < 8:
+        return f"{hours}h" if minutes % 60 == 0 else f"{hours}h{minutes % 60}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d" if hours % 24 == 0 else f"{hours // 24}d{hours % 24}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        years, days = hours // 24 // 365, (hours // 24) % 365
+        return f"{years}y" if days == 0 else f"{years}y{days}d"
+    return f"{hours // 24 // 365}y"
+
+
+def _age(timestamp: Any) -> str:
+    # metav1.Time.UnmarshalQueryParameter accepts RFC3339 only; anything else is "<invalid>".
+    if not isinstance(timestamp, str) or not timestamp:
+        return "<unknown>"
+    try:
+        then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "<invalid>"
+    if then.tzinfo is None:
+        return "<invalid>"
+    return human_duration((datetime.datetime.now(tz=datetime.UTC) - then).total_seconds())
+
+
+_JSONPATH_STEP = re.compile(
+    r"(?P<star>\[\*\]|\.\*)"
+    r"|\.(?P<field>[^.\[\]]+)"
+    r"|\[(?P<index>-?\d+)\]"
+    r"|\[\s*['\"](?P<quoted>[^'\"]*)['\"]\s*\]"
+    r"|\[\?\(\s*@(?P<filter>(?:\.[^.=!\s)]+)+)\s*(?P<op>==|!=)\s*(?P<literal>\"[^\"]*\"|'[^']*'|[^)\s]+)\s*\)\]"
+)
+_MISSING = object()
+
+
+def jsonpath_find(obj: Any, path: str) -> list[Any]:
+    """The values a printer column's simple JSONPath selects, in order (``.spec.slug``,
+    ``.spec.targets[0].provider``, ``.status.conditions[?(@.type=="Ready")].status``, ``[*]``,
+    ``['a.b']``). Missing keys select nothing, as with ``AllowMissingKeys(true)``."""
+    text = path.strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1].strip()
+    text = text.removeprefix("$")
+    values = [obj]
+    pos = 0
+    while pos < len(text):
+        step = _JSONPATH_STEP.match(text, pos)
+        if step is None:
+            raise ValueError(f"unsupported JSONPath {path!r} at {text[pos:]!r}")
+        pos = step.end()
+        found: list[Any] = []
+        for value in values:
+            if step["star"]:
+                found.extend(value.values() if isinstance(value, dict) else value if isinstance(value, list) else [])
+            elif step["field"] is not None or step["quoted"] is not None:
+                key = step["field"] if step["field"] is not None else step["quoted"]
+                if isinstance(value, dict) and key in value:
+                    found.append(value[key])
+            elif step["index"] is not None:
+                index = int(step["index"])
+                if isinstance(value, list) and -len(value) <= index < len(value):
+                    found.append(value[index])
+            else:
+                found.extend(_filter(value, step["filter"], step["op"], step["literal"]))
+        values = found
+    return values
+
+
+def _filter(value: Any, path: str, op: str, literal_text: str) -> list[Any]:
+    literal: Any
+    if literal_text[:1] in ("'", '"'):
+        literal = literal_text[1:-1]
+    else:
+        try:
+            literal = json.loads(literal_text)
+        except ValueError:
+            literal = literal_text
+    items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else []
+    selected = []
+    for item in items:
+        got: Any = item
+        for key in path.lstrip(".").split("."):
+            got = got.get(key, _MISSING) if isinstance(got, dict) else _MISSING
+        if got is _MISSING:
+            continue
+        equal = type(got) is type(literal) and got == literal if isinstance(got, bool) else got == literal
+        if equal == (op == "=="):
+            selected.append(item)
+    return selected
+
+
+def _jsonpath_text(value: Any) -> str | None:
+    # JSONPath.PrintResults: strings as they are, objects and lists as JSON, scalars as Go prints them.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text.removesuffix(".0") if "e" not in text else text
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _printer_cell(column_type: str, found: list[Any]) -> Any:
+    """A custom resource's cell, as apiextensions' tableconvertor renders it (cellForJSONValue)."""
+    if not found:
+        return None
+    value = found[0]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if column_type == "string":
+        return _jsonpath_text(value)
+    if column_type == "integer":
+        return int(value) if number else None
+    if column_type == "number":
+        return float(value) if number else None
+    if column_type == "boolean":
+        return value if isinstance(value, bool) else None
+    if column_type == "date":
+        return _age(value) if isinstance(value, str) else None
+    return None
+
+
+def _event_object(involved: Any) -> str:
+    involved = involved if isinstance(involved, dict) else {}
+    return f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
+
+
+_Printer = tuple[list[JSON], Callable[[JSON], list[Any]]]
+_AGE = ("Age", "string", _CREATED_DOC, lambda o: _age(o["metadata"].get("creationTimestamp")))
+# (group, plural) -> extra columns after Name, as k8s.io/kubernetes pkg/printers/internalversion
+# prints them; everything not listed gets the API server's default: Name and "Created At".
+_BUILTIN_COLUMNS: dict[tuple[str, str], list[tuple[str, str, str, Callable[[JSON], Any]]]] = {
+    ("", "namespaces"): [
+        ("Status", "string", "The status of the namespace", lambda o: (o.get("status") or {}).get("phase", "")),
+        _AGE,
+    ],
+    ("", "secrets"): [
+        ("Type", "string", "The type of the secret", lambda o: o.get("type", "")),
+        ("Data", "string", "The number of keys in the secret", lambda o: len(o.get("data") or {})),
+        _AGE,
+    ],
+    ("", "configmaps"): [
+        (
+            "Data",
+            "string",
+            "The number of keys in the config map",
+            lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+        ),
+        _AGE,
+    ],
+    ("", "serviceaccounts"): [
+        ("Secrets", "string", "The number of secrets", lambda o: len(o.get("secrets") or [])),
+        _AGE,
+    ],
+    ("coordination.k8s.io", "leases"): [
+        ("Holder", "string", "The holder of the lease", lambda o: (o.get("spec") or {}).get("holderIdentity", "")),
+        _AGE,
+    ],
+    ("", "events"): [
+        (
+            "Last Seen",
+            "string",
+            "The time at which the most recent occurrence of this event was recorded.",
+            lambda o: _age(o.get("lastTimestamp") or o.get("eventTime")),
+        ),
+        ("Type", "string", "Type of this event (Normal, Warning)", lambda o: o.get("type", "")),
+        ("Reason", "string", "The reason of this event", lambda o: o.get("reason", "")),
+        ("Object", "string", "The object this event is about", lambda o: _event_object(o.get("involvedObject"))),
+        ("Message", "string", "A human-readable description of the event", lambda o: o.get("message", "")),
+    ],
+    ("events.k8s.io", "events"): [
+        (
+            "Last Seen",
+            "string",
+            "The time at which the most recent occurrence of this event was recorded.",
+            lambda o: _age(o.get("deprecatedLastTimestamp") or o.get("eventTime")),
+        ),
+        ("Type", "string", "Type of this event (Normal, Warning)", lambda o: o.get("type", "")),
+        ("Reason", "string", "The reason of this event", lambda o: o.get("reason", "")),
+        ("Object", "string", "The object this event is about", lambda o: _event_object(o.get("regarding"))),
+        ("Message", "string", "A human-readable description of the event", lambda o: o.get("note", "")),
+    ],
+}
+_DEFAULT_COLUMNS: list[tuple[str, str, str, Callable[[JSON], Any]]] = [
+    ("Created At", "date", _CREATED_DOC, lambda o: o["metadata"].get("creationTimestamp")),
+]
+
+
 # --- the emulator ------------------------------------------------------------------------------------
 
 
@@ -313,6 +622,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
     watch_queue_limit: int = 10_000  # events buffered per slow watcher before it gets 410 Gone
     request_log_limit: int = 1_000  # kmock's request log (``list(emulator)``) is trimmed to this
     events_limit: int = 1_000  # stored Event objects and the ``posted_events`` log
+    # Which reaches clients first after a write: its HTTP response or its watch events. "natural"
+    # coordinates nothing (in practice the response usually goes out first); "event-first" holds
+    # each write's response until every open watch has written that write's events to its
+    # connection; "response-first" holds those events until the response has been written. Either
+    # hold lasts at most ``write_order_timeout`` seconds. See docs/emulator.md.
+    write_order: WriteOrder = "natural"
+    write_order_timeout: float = 2.0
+    response_delay: float = 0.0  # seconds every effective write's response is held (after the above)
+    # The namespace controller: seconds from a namespace's DELETE to its first content-deletion
+    # pass, between re-checks of a terminating namespace, and between resource types in a pass.
+    namespace_deletion_delay: float = 0.05
+    namespace_resync_interval: float = 0.1
+    namespace_deletion_step: float = 0.0
+    # Resources (as "secrets", "gatewayendpoints.aigw.dev") whose objects a pass deletes first, in
+    # this order; the other namespaced resources follow, sorted by that spelling.
+    namespace_deletion_order: tuple[str, ...] = ("secrets", "configmaps")
 
     _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _store: dict[tuple[str, str], dict[tuple[str | None, str], JSON]] = attrs.field(
@@ -329,6 +654,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     )
     _posted_events: collections.deque[JSON] = attrs.field(factory=collections.deque, init=False)
     _fallback_payloads: dict[int, bool] = attrs.field(factory=dict, init=False)
+    # resourceVersions whose write has not been answered yet (write_order="response-first").
+    _unanswered: set[int] = attrs.field(factory=set, init=False)
+    _answered: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    _controllers: dict[str, asyncio.Task[None]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -459,7 +788,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
         try:
             return await self._dispatch(request)
         except ApiError as exc:
-            return aiohttp.web.json_response(exc.status(), status=exc.code)
+            response = aiohttp.web.json_response(exc.status(), status=exc.code)
+            # Warnings gathered before the refusal still go out, as the API server writes them
+            # to the response headers as soon as they are recorded.
+            _add_warnings(response)
+            return response
 
     def _trim_request_log(self) -> None:
         # kmock appends every request to this list forever; trim in batches to stay O(1) amortised.
@@ -539,28 +872,65 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
         if verb == "watch":
             return await self._watch(request, rtype, namespace, name, query)
+        table = _table_version(request.headers.get("Accept") or "")
         if verb == "list":
-            return aiohttp.web.json_response(self._list(rtype, namespace, query))
+            listing = self._list(rtype, namespace, query)
+            if table is not None:
+                return aiohttp.web.json_response(self._table(rtype, listing["items"], listing, table, query))
+            return aiohttp.web.json_response(listing)
 
-        body = self._parse_body(request.body) if verb != "get" else None
-        dry_run = "dryRun" in query  # the only valid value is "All"
-        if verb == "create":
-            created = self._create(rtype, namespace, body, dry_run=dry_run)
-            return aiohttp.web.json_response(self._present(rtype, created), status=201)
-
-        assert name is not None  # guaranteed by the verb table above
+        assert name is not None or verb == "create"  # guaranteed by the verb table above
         if verb == "get":
-            return aiohttp.web.json_response(self._present(rtype, self._get(rtype, namespace, name)))
-        if verb == "update":
-            updated = self._update(rtype, namespace, name, subresource, lambda _old: body, dry_run=dry_run)
-            return aiohttp.web.json_response(self._present(rtype, updated))
-        if verb == "patch":
+            assert name is not None
+            obj = self._present(rtype, self._get(rtype, namespace, name))
+            if table is not None:
+                return aiohttp.web.json_response(self._table(rtype, [obj], obj, table, query))
+            return aiohttp.web.json_response(obj)
+
+        body = self._parse_body(request.body)
+        dry_run = "dryRun" in query  # the only valid value is "All"
+        state = _RequestState()
+        _REQUEST.set(state)
+        if verb != "delete":
+            directive = query.get("fieldValidation", "")
+            if directive not in _FIELD_VALIDATIONS:
+                options = {"create": "CreateOptions", "update": "UpdateOptions", "patch": "PatchOptions"}[verb]
+                supported = ", ".join(json.dumps(v) for v in _FIELD_VALIDATIONS)
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{options}.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: '
+                    f"{json.dumps(directive)}: supported values: {supported}",
+                    {
+                        "group": "meta.k8s.io",
+                        "kind": options,
+                        "causes": [
+                            {
+                                "reason": "FieldValueNotSupported",
+                                "message": f"Unsupported value: {json.dumps(directive)}: supported values: {supported}",
+                                "field": "fieldValidation",
+                            }
+                        ],
+                    },
+                )
+            state.field_validation = directive or "Warn"
+
+        before = self._rv
+        status = 200
+        if verb == "create":
+            result, status = self._create(rtype, namespace, body, dry_run=dry_run), 201
+        elif verb == "update":
+            assert name is not None
+            result = self._update(rtype, namespace, name, subresource, lambda _old: body, dry_run=dry_run)
+        elif verb == "patch":
+            assert name is not None
             content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             patcher = self._patcher(rtype, name, content_type, body)
-            patched = self._update(rtype, namespace, name, subresource, patcher, dry_run=dry_run)
-            return aiohttp.web.json_response(self._present(rtype, patched))
-        deleted = self._delete(rtype, namespace, name, body, dry_run=dry_run)
-        return aiohttp.web.json_response(self._present(rtype, deleted))
+            result = self._update(rtype, namespace, name, subresource, patcher, dry_run=dry_run, patch=True)
+        else:
+            assert name is not None
+            result = self._delete(rtype, namespace, name, body, dry_run=dry_run)
+        return await self._respond_to_write(request, self._present(rtype, result), status, before)
 
     @staticmethod
     def _parse_body(body: bytes) -> Any:
@@ -578,6 +948,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return self._types[(group, version, plural)]
         except KeyError:
             raise ApiError(404, "NotFound", "the server could not find the requested resource") from None
+
+    @staticmethod
+    def _field_labels(rtype: ResourceType) -> frozenset[str]:
+        return _FIELD_LABELS.get((rtype.group, rtype.plural), _COMMON_FIELDS)
 
     def _versions_of(self, group: str) -> list[str]:
         versions = {v for g, v, _ in self._types if g == group}
@@ -684,7 +1058,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _list(self, rtype: ResourceType, namespace: str | None, query: Mapping[str, str]) -> JSON:
         labels = parse_label_selector(query.get("labelSelector"))
-        fields = parse_field_selector(query.get("fieldSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"), self._field_labels(rtype))
         items = [
             self._present(rtype, obj)
             for (ns, _), obj in sorted(
@@ -712,7 +1086,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         raw = request._raw_request
         if raw is None:
             raise ApiError(500, "InternalError", "watching needs a real HTTP request")
-        fields = parse_field_selector(query.get("fieldSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"), self._field_labels(rtype))
         if name is not None:  # the deprecated /watch-by-name form is a field selector in disguise
             fields.append(("metadata.name", "=", name))
         watcher = _Watcher(
@@ -800,13 +1174,142 @@ class KubeEmulator(kmock.KubernetesEmulator):
                             ApiError(410, "Expired", "the watcher fell too far behind").status(),
                         )
                     break
-                await self._write_event(response, *item)
+                event_type, obj, event_rv = item
+                if self.write_order == "response-first":
+                    await self._until_answered(event_rv)
+                await self._write_event(response, event_type, obj)
+                watcher.written_rv = event_rv
+                watcher.progress.set()
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass  # the client went away; nothing to tell it
         finally:
             self._watchers.discard(watcher)
+            watcher.progress.set()  # a write waiting for this watch's delivery need not wait on
         return response
+
+    # --- the order of write responses and watch events ---
+
+    async def _respond_to_write(
+        self, request: rendering.Request, body: JSON, status: int, before: int
+    ) -> aiohttp.web.StreamResponse:
+        response = aiohttp.web.json_response(body, status=status)
+        _add_warnings(response)
+        after = self._rv
+        if after == before:  # refused as a no-op, or a dry run: no events to order against
+            return response
+        raw = request._raw_request
+        holding = self.write_order == "response-first" and raw is not None
+        if holding:
+            # Registered before the first await, so no watch can write these events earlier.
+            self._unanswered.update(range(before + 1, after + 1))
+        try:
+            if self.write_order == "event-first":
+                await self._until_delivered(after)
+            if self.response_delay > 0:
+                await asyncio.sleep(self.response_delay)
+            if holding:
+                assert raw is not None
+                await response.prepare(raw)
+                await response.write_eof()
+        finally:
+            if holding:
+                self._unanswered.difference_update(range(before + 1, after + 1))
+                self._answered.set()
+        return response
+
+    async def _until_delivered(self, upto: int) -> None:
+        """Wait until every open watch has written its events up to resourceVersion ``upto``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_order_timeout
+        for watcher in list(self._watchers):
+            target = min(watcher.queued_rv, upto)
+            while watcher in self._watchers and not watcher.overflowed and watcher.written_rv < target:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                watcher.progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(watcher.progress.wait(), remaining)
+
+    async def _until_answered(self, rv: int) -> None:
+        """Wait until the write that made resourceVersion ``rv`` has had its response written."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_order_timeout
+        while rv in self._unanswered:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), remaining)
+
+    # --- Table output (kubectl get) ---
+
+    def _table(
+        self, rtype: ResourceType, objs: list[JSON], source: JSON, version: str, query: Mapping[str, str]
+    ) -> JSON:
+        """A ``meta.k8s.io`` Table of ``objs``, as the API server answers ``Accept: ...;as=Table``."""
+        include = query.get("includeObject") or "Metadata"
+        if include not in ("None", "Metadata", "Object"):
+            raise ApiError(400, "BadRequest", f"includeObject: unsupported value {include!r}")
+        columns, cells = self._printer(rtype)
+        rows: list[JSON] = []
+        for obj in objs:
+            row: JSON = {"cells": cells(obj)}
+            if include == "Object":
+                row["object"] = obj
+            elif include == "Metadata":
+                row["object"] = {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": f"meta.k8s.io/{version}",
+                    "metadata": obj["metadata"],
+                }
+            rows.append(row)
+        return {
+            "kind": "Table",
+            "apiVersion": f"meta.k8s.io/{version}",
+            "metadata": {"resourceVersion": source["metadata"].get("resourceVersion", "")},
+            "columnDefinitions": columns,
+            "rows": rows,
+        }
+
+    def _printer(self, rtype: ResourceType) -> _Printer:
+        if rtype.crd_name is not None:
+            crd = self._store[(_CRD_GROUP, _CRD_PLURAL)].get((None, rtype.crd_name)) or {}
+            served = [v for v in crd.get("spec", {}).get("versions", []) if v.get("name") == rtype.version]
+            # apiextensions' serveDefaultColumnsIfEmpty: a version without columns gets Age.
+            printed: list[JSON] = (served[0].get("additionalPrinterColumns") if served else None) or [
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "description": _CREATED_DOC}
+            ]
+            columns = [_NAME_COLUMN] + [
+                _column(
+                    str(c.get("name", "")),
+                    str(c.get("type", "string")),
+                    str(
+                        c.get("description")
+                        or f"Custom resource definition column (in JSONPath format): {c.get('jsonPath')}"
+                    ),
+                    format_=str(c.get("format", "")),
+                    priority=int(c.get("priority", 0)),
+                )
+                for c in printed
+            ]
+
+            def custom_cells(obj: JSON) -> list[Any]:
+                cells: list[Any] = [obj["metadata"]["name"]]
+                for c in printed:
+                    try:
+                        found = jsonpath_find(obj, str(c.get("jsonPath", "")))
+                    except ValueError:
+                        found = []
+                    cells.append(_printer_cell(str(c.get("type", "string")), found))
+                return cells
+
+            return columns, custom_cells
+        extra = _BUILTIN_COLUMNS.get((rtype.group, rtype.plural), _DEFAULT_COLUMNS)
+        columns = [_NAME_COLUMN] + [_column(name, type_, doc) for name, type_, doc, _ in extra]
+        return columns, lambda obj: [obj["metadata"]["name"]] + [fn(obj) for _, _, _, fn in extra]
 
     @staticmethod
     async def _write_event(response: aiohttp.web.StreamResponse, event_type: str, obj: JSON) -> None:
@@ -854,7 +1357,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 watcher.overflowed = True
                 watcher.queue.put_nowait(None)
             else:
-                watcher.queue.put_nowait(translated)
+                watcher.queue.put_nowait((*translated, event.rv))
+                watcher.queued_rv = event.rv
 
     # --- writes ---
 
@@ -879,6 +1383,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             meta = obj["metadata"] = {}
         if not isinstance(meta, dict):
             raise ApiError(400, "BadRequest", "metadata must be an object")
+        self._decode(rtype, obj, patch=False)
         bucket = self._store[(rtype.group, rtype.plural)]
 
         body_ns = meta.get("namespace")
@@ -890,12 +1395,18 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     "the namespace of the provided object does not match the namespace sent on the request",
                 )
             ns: str | None = namespace or body_ns
-            if (None, ns) not in self._store[("", "namespaces")]:
+            namespace_obj = self._store[("", "namespaces")].get((None, str(ns or "")))
+            if namespace_obj is None:
                 raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
+            if (namespace_obj.get("status") or {}).get("phase") == "Terminating":
+                raise self._namespace_terminating(rtype, str(meta.get("name") or ""), str(ns))
         else:
             ns = None
 
         name = meta.get("name")
+        if not isinstance(name, str | None) or not isinstance(meta.get("generateName"), str | None):
+            # What Go's JSON decoding into ObjectMeta says: a 400 before anything else.
+            raise ApiError(400, "BadRequest", "metadata.name and metadata.generateName must be strings")
         if not name and meta.get("generateName"):
             for _ in range(100):
                 suffix = "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
@@ -955,6 +1466,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         make: Callable[[JSON], Any],
         *,
         dry_run: bool = False,
+        patch: bool = False,
     ) -> JSON:
         old = self._get(rtype, namespace, name)
         candidate = make(copy.deepcopy(self._present(rtype, old)))
@@ -963,7 +1475,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         cmeta = candidate.get("metadata")
         if cmeta is not None and not isinstance(cmeta, dict):
             raise ApiError(400, "BadRequest", "metadata must be an object")
-        cmeta = cmeta or {}
+        # The API server decodes a PUT's body, and a patch's result, with the same strict decoder.
+        self._decode(rtype, candidate, patch=patch)
+        cmeta = candidate.get("metadata") or {}
 
         wanted_rv = cmeta.get("resourceVersion")
         if wanted_rv not in (None, "") and str(wanted_rv) != old["metadata"]["resourceVersion"]:
@@ -1082,6 +1596,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self, rtype: ResourceType, namespace: str | None, name: str, body: Any, *, dry_run: bool = False
     ) -> JSON:
         old = self._get(rtype, namespace, name)
+        is_namespace = (rtype.group, rtype.plural) == ("", "namespaces")
+        if is_namespace and name in _IMMORTAL_NAMESPACES:
+            # NamespaceLifecycle admission, before the store looks at preconditions.
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                {"name": name, "group": "", "kind": "namespaces"},
+            )
         preconditions = (body or {}).get("preconditions") or {} if isinstance(body, dict) else {}
         for key in ("uid", "resourceVersion"):
             if preconditions.get(key) and preconditions[key] != old["metadata"].get(key):
@@ -1095,6 +1618,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     ),
                     {"name": name, "group": rtype.group, "kind": rtype.plural},
                 )
+        if is_namespace:
+            return self._delete_namespace(rtype, old, dry_run=dry_run)
         if dry_run:
             return old
         if not old["metadata"].get("finalizers"):
@@ -1113,6 +1638,166 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if (rtype.group, rtype.plural) == (_CRD_GROUP, _CRD_PLURAL):
             self._unregister_crd(gone)
         return gone
+
+    # --- decoding: structural pruning and fieldValidation ---
+
+    def _decode(self, rtype: ResourceType, obj: JSON, *, patch: bool) -> None:
+        """Prune the fields a custom resource's schema does not declare, as the API server's
+        decoder does, and apply the request's ``fieldValidation``: Strict refuses them with 400
+        BadRequest, Warn (the default) admits the pruned object with one ``Warning`` header per
+        field, Ignore admits it silently."""
+        if rtype.crd_name is None:
+            return
+        crd = self._store[(_CRD_GROUP, _CRD_PLURAL)].get((None, rtype.crd_name))
+        if crd is None:
+            return
+        # The emulator serves the body as the URL's version and kind anyway; decode it as such.
+        obj["apiVersion"] = rtype.api_version
+        obj["kind"] = rtype.kind
+        unknown = prune_unknown_fields(crd, obj)
+        if not unknown:
+            return
+        state = _REQUEST.get()
+        texts = [f'unknown field "{path}"' for path in unknown]
+        if state is not None and state.field_validation == "Strict":
+            message = "strict decoding error: " + ", ".join(texts)
+            if not patch:  # create and update wrap it (transformDecodeError); patch does not
+                message = f'{rtype.kind} in version "{rtype.version}" cannot be handled as a {rtype.kind}: {message}'
+            raise ApiError(400, "BadRequest", message)
+        if state is not None and state.field_validation == "Warn":
+            state.warnings.extend(texts)
+
+    # --- namespaces: lifecycle admission and the namespace controller ---
+
+    @staticmethod
+    def _namespace_terminating(rtype: ResourceType, name: str, namespace: str) -> ApiError:
+        reason = f"unable to create new content in namespace {namespace} because it is being terminated"
+        return ApiError(
+            403,
+            "Forbidden",
+            f'{rtype.qualified} "{name}" is forbidden: {reason}'
+            if name
+            else f"{rtype.qualified} is forbidden: {reason}",
+            {
+                "name": name,
+                "group": rtype.group,
+                "kind": rtype.plural,
+                "causes": [
+                    {
+                        "reason": "NamespaceTerminating",
+                        "message": f"namespace {namespace} is being terminated",
+                        "field": "metadata.namespace",
+                    }
+                ],
+            },
+        )
+
+    def _delete_namespace(self, rtype: ResourceType, old: JSON, *, dry_run: bool) -> JSON:
+        # The namespace registry: the first DELETE only marks the namespace Terminating; the
+        # namespace controller removes its content, then its "kubernetes" finalizer.
+        if old["metadata"].get("deletionTimestamp"):
+            gone = not (old.get("spec") or {}).get("finalizers") and not old["metadata"].get("finalizers")
+            return self._remove(rtype, old) if gone and not dry_run else old
+        new = copy.deepcopy(old)
+        new["metadata"]["deletionTimestamp"] = _now()
+        new.setdefault("status", {})["phase"] = "Terminating"
+        if dry_run:
+            return new
+        committed = self._commit(rtype, "MODIFIED", new, old)
+        self._start_namespace_controller(committed)
+        return committed
+
+    def _start_namespace_controller(self, namespace: JSON) -> None:
+        name = namespace["metadata"]["name"]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (a direct call outside a server): nothing runs the controller
+        running = self._controllers.get(name)
+        if running is not None and not running.done():
+            return
+        # A fresh context: the controller's writes are the server's, not the DELETE request's.
+        task = loop.create_task(
+            self._namespace_controller(name, namespace["metadata"]["uid"]), context=contextvars.Context()
+        )
+        self._controllers[name] = task
+
+    def stop_controllers(self) -> None:
+        """Cancel the emulator's background controllers (the server does this on exit)."""
+        for task in self._controllers.values():
+            task.cancel()
+        self._controllers.clear()
+
+    async def _namespace_controller(self, name: str, uid: str) -> None:
+        await asyncio.sleep(self.namespace_deletion_delay)
+        while True:
+            namespace = self._store[("", "namespaces")].get((None, name))
+            if namespace is None or namespace["metadata"].get("uid") != uid:
+                return
+            # Like the real controller, it only acts while its own finalizer is there.
+            if "kubernetes" not in ((namespace.get("spec") or {}).get("finalizers") or []):
+                return
+            for rtype in self._namespaced_types():
+                for obj in [o for (ns, _), o in self._store[(rtype.group, rtype.plural)].items() if ns == name]:
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        self._delete(rtype, name, obj["metadata"]["name"], None)
+                if self.namespace_deletion_step > 0:
+                    await asyncio.sleep(self.namespace_deletion_step)
+            if self._sync_namespace_status(name, uid):
+                return
+            await asyncio.sleep(self.namespace_resync_interval)
+
+    def _namespaced_types(self) -> list[ResourceType]:
+        """One type per namespaced store (group, plural), in the configured deletion order."""
+        by_store: dict[tuple[str, str], ResourceType] = {}
+        for t in sorted(self._types.values(), key=lambda t: _version_priority(t.version)):
+            if t.namespaced:
+                by_store.setdefault((t.group, t.plural), t)
+        order = {name: i for i, name in enumerate(self.namespace_deletion_order)}
+        return sorted(by_store.values(), key=lambda t: (order.get(t.qualified, len(order)), t.qualified))
+
+    def _sync_namespace_status(self, name: str, uid: str) -> bool:
+        """Record what remains in the namespace's conditions; remove it once empty. True when done."""
+        remaining: dict[str, int] = {}
+        finalizers: collections.Counter[str] = collections.Counter()
+        for rtype in self._namespaced_types():
+            objs = [o for (ns, _), o in self._store[(rtype.group, rtype.plural)].items() if ns == name]
+            if objs:
+                # "%s.%s" of resource and group, so core resources read "secrets." on a real cluster.
+                remaining[f"{rtype.plural}.{rtype.group}"] = len(objs)
+                for obj in objs:
+                    finalizers.update(obj["metadata"].get("finalizers") or [])
+        rtype = self._type("", "v1", "namespaces")
+        old = self._store[("", "namespaces")].get((None, name))
+        if old is None or old["metadata"].get("uid") != uid:
+            return True
+        failing: dict[str, tuple[str, str]] = {}
+        if remaining:
+            listed = ", ".join(sorted(f"{r} has {n} resource instances" for r, n in remaining.items()))
+            failing["NamespaceContentRemaining"] = ("SomeResourcesRemain", f"Some resources are remaining: {listed}")
+        if finalizers:
+            listed = ", ".join(sorted(f"{f} in {n} resource instances" for f, n in finalizers.items()))
+            failing["NamespaceFinalizersRemaining"] = (
+                "SomeFinalizersRemain",
+                f"Some content in the namespace has finalizers remaining: {listed}",
+            )
+        new = copy.deepcopy(old)
+        status = new.setdefault("status", {})
+        status["conditions"] = _namespace_conditions(status.get("conditions") or [], failing)
+        if new != old:
+            old = self._commit(rtype, "MODIFIED", new, old)
+        if remaining:
+            return False
+        # Content gone: the controller finalizes (PUT .../finalize without "kubernetes"), and the
+        # registry deletes a namespace whose spec and metadata finalizers are then all gone.
+        finalized = copy.deepcopy(old)
+        spec = finalized.setdefault("spec", {})
+        spec["finalizers"] = [f for f in spec.get("finalizers") or [] if f != "kubernetes"]
+        if not spec["finalizers"] and not finalized["metadata"].get("finalizers"):
+            self._remove(rtype, finalized)
+        else:
+            self._commit(rtype, "MODIFIED", finalized, old)
+        return True
 
     # --- server-side behaviour of particular kinds ---
 
@@ -1273,6 +1958,38 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return admitted
 
 
+_NAMESPACE_CONDITIONS = {
+    # type: (reason, message) when nothing is wrong, as the namespace controller words them
+    "NamespaceDeletionDiscoveryFailure": ("ResourcesDiscovered", "All resources successfully discovered"),
+    "NamespaceDeletionGroupVersionParsingFailure": ("ParsedGroupVersions", "All legacy kube types successfully parsed"),
+    "NamespaceDeletionContentFailure": (
+        "ContentDeleted",
+        "All content successfully deleted, may be waiting on finalization",
+    ),
+    "NamespaceContentRemaining": ("ContentRemoved", "All content successfully removed"),
+    "NamespaceFinalizersRemaining": ("ContentHasNoFinalizers", "All content-preserving finalizers finished"),
+}
+
+
+def _namespace_conditions(old: list[JSON], failing: Mapping[str, tuple[str, str]]) -> list[JSON]:
+    """The namespace controller's updateConditions: every type present, True with the failing
+    reason or False with the ok one; lastTransitionTime changes only when status flips."""
+    result = [copy.deepcopy(c) for c in old]
+    now = _now()
+    for kind, (ok_reason, ok_message) in _NAMESPACE_CONDITIONS.items():
+        status, (reason, message) = ("True", failing[kind]) if kind in failing else ("False", (ok_reason, ok_message))
+        current = next((c for c in result if c.get("type") == kind), None)
+        if current is None:
+            result.append(
+                {"type": kind, "status": status, "lastTransitionTime": now, "reason": reason, "message": message}
+            )
+        elif (current.get("status"), current.get("reason"), current.get("message")) != (status, reason, message):
+            if current.get("status") != status:
+                current["lastTransitionTime"] = now
+            current.update(status=status, reason=reason, message=message)
+    return result
+
+
 class KubeEmulatorServer:
     """Serves a :class:`KubeEmulator` over HTTP on loopback for the duration of an ``async with``.
 
@@ -1305,6 +2022,7 @@ class KubeEmulatorServer:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.emulator.stop_controllers()
         self.emulator.close_watches()
         await asyncio.sleep(0)  # let the watch handlers see their end-of-stream markers
         if self._runner is not None:
