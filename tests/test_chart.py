@@ -428,7 +428,8 @@ def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
 
     expected: dict[tuple[str, str], set[str]] = {
         ("", "events"): {"create"},
-        ("", "secrets"): {"get", "list", "watch"},
+        # patch: the finalizer that keeps a credentials Secret while resources need it.
+        ("", "secrets"): {"get", "list", "watch", "patch"},
     }
     for info in all_kinds():
         expected[("aigw.dev", info.plural)] = {"list", "watch", "patch"}
@@ -453,10 +454,8 @@ def test_rbac_cluster_wide(chart: helm.Chart) -> None:
 def test_rbac_namespaced(chart: helm.Chart) -> None:
     objects = render(chart, VALUE_SETS["namespaced"])
     assert json.loads(env(objects)["AIGW_NAMESPACES"]) == ["team-a", "team-b"]
-    # Cluster-wide, only what kopf's CRD scan needs: no Secrets, no custom resources.
-    assert _rules(one(objects, "ClusterRole")) == {
-        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}
-    }
+    # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs.
+    assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
     roles = of_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
@@ -477,10 +476,10 @@ def test_secret_watch_is_what_list_and_watch_on_secrets_are_for(chart: helm.Char
     assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == "aigw.dev/watch=true"
     objects = render(chart, {"secretWatch": {"enabled": False}})
     assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == ""
-    assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get"}
+    assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get", "patch"}
     namespaced = render(chart, {**VALUE_SETS["namespaced"], "secretWatch": {"enabled": False}})
     for role in of_kind(namespaced, "Role"):
-        assert _rules(role)[("", "secrets")] == {"get"}
+        assert _rules(role)[("", "secrets")] == {"get", "patch"}
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)

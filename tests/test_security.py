@@ -12,9 +12,12 @@ import helm_python as helm
 import pytest
 
 from aigw_operator.simulators.baseten import BasetenSimulator
+from aigw_operator.simulators.model_registry import ModelRegistrySimulator
+from aigw_operator.simulators.ngrok import NgrokSimulator
+from aigw_operator.simulators.together import TogetherSimulator
 from tests import test_dedicated_endpoint, test_model, test_provider
-from tests.conftest import OPENAI_KEY, KubeEnv, OperatorRunner, record_summary
-from tests.test_chart import CHART, _rules, one, render
+from tests.conftest import OPENAI_KEY, KubeEnv, OperatorRunner, make_settings, record_summary
+from tests.test_chart import CHART, _rules, render
 from tests.test_managed_secrets import endpoint_spec
 
 WATCHED = {"aigw.dev/watch": "true"}
@@ -28,8 +31,24 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
-def _granted(chart: helm.Chart) -> dict[tuple[str, str], set[str]]:
-    return _rules(one(render(chart, {}), "ClusterRole"))
+def _granted(chart: helm.Chart, namespaces: list[str]) -> dict[tuple[str | None, str, str], set[str]]:
+    """Every grant the chart renders, by (namespace, API group, resource): None is cluster scope,
+    where a ClusterRole (bound by a ClusterRoleBinding) also covers every namespace."""
+    granted: dict[tuple[str | None, str, str], set[str]] = {}
+    for obj in render(chart, {"watch": {"namespaces": namespaces}}):
+        if obj.get("kind") in ("ClusterRole", "Role"):
+            scope = obj["metadata"].get("namespace") if obj["kind"] == "Role" else None
+            for (group, resource), verbs in _rules(obj).items():
+                granted.setdefault((scope, group, resource), set()).update(verbs)
+    return granted
+
+
+def _allows(granted: dict[tuple[str | None, str, str], set[str]], key: tuple[str | None, str, str]) -> set[str]:
+    namespace, group, resource = key
+    verbs = set(granted.get((None, group, resource), set()))
+    if namespace is not None:
+        verbs |= granted.get((namespace, group, resource), set())
+    return verbs
 
 
 async def _full_lifecycle(env: KubeEnv, baseten: BasetenSimulator) -> None:
@@ -54,7 +73,7 @@ async def _full_lifecycle(env: KubeEnv, baseten: BasetenSimulator) -> None:
         await kube.wait_condition(plural, name, "Ready", "True")
     await kube.put_secret("openai", {"apiKey": "sk-rotated-key-123456"}, labels=WATCHED)
     deadline = asyncio.get_running_loop().time() + 5
-    while baseten.secrets["aigw_test_openai_apiKey"].value != "sk-rotated-key-123456":
+    while baseten.secrets[f"aigw_{kube.namespace}_openai_apiKey"].value != "sk-rotated-key-123456":
         assert asyncio.get_running_loop().time() < deadline, "rotation did not arrive"
         await asyncio.sleep(0.05)
     for _, plural, name, _, change in resources:
@@ -67,30 +86,50 @@ async def _full_lifecycle(env: KubeEnv, baseten: BasetenSimulator) -> None:
         await kube.wait_gone(plural, name)
 
 
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
 async def test_chart_rbac_is_exactly_what_the_operator_uses(
+    mode: str,
     chart: helm.Chart,
     kube_env: KubeEnv,
     baseten: BasetenSimulator,
-    operator: OperatorRunner,
+    ngrok: NgrokSimulator,
+    registry: ModelRegistrySimulator,
+    together: TogetherSimulator,
     credentials: str,
 ) -> None:
+    """The operator as the chart runs it in each mode: watch.namespaces empty (AIGW_NAMESPACES
+    unset, a ClusterRole) or listing the namespace (a Role there, nothing at cluster scope)."""
     if kube_env.emulator is None:
         pytest.fail("needs the emulator: it records which client made which request")
-    await _full_lifecycle(kube_env, baseten)
-    await operator.stop()  # its last requests (watch ends, cleanup) count too
-    used: dict[tuple[str, str], set[str]] = {}
+    namespaces = [kube_env.kube.namespace] if mode == "namespaced" else []
+    settings = make_settings(kube_env, baseten.url, ngrok.url, registry.url, together.url, namespaces=namespaces)
+    # Cluster-wide only on the emulator (checked above), which holds this test's objects alone.
+    operator = OperatorRunner(settings, cluster_wide=not namespaces)
+    await operator.start()
+    try:
+        await _full_lifecycle(kube_env, baseten)
+    finally:
+        await operator.stop()  # its last requests (watch ends, cleanup) count too
+    used: dict[tuple[str | None, str, str], set[str]] = {}
     clients = set()
-    for (client, verb, group, plural, subresource), _ in kube_env.emulator.access().items():
+    for (client, verb, group, plural, subresource, namespace), _ in kube_env.emulator.access().items():
         if client in TEST_CLIENTS:
             continue
         clients.add(client)
         resource = f"{plural}/{subresource}" if subresource else plural
-        used.setdefault((group, resource), set()).add(verb)
+        used.setdefault((namespace, group, resource), set()).add(verb)
     assert clients == {"kopf", "aigw-operator"}, clients
-    granted = _granted(chart)
-    denied = {k: v - granted.get(k, set()) for k, v in used.items() if v - granted.get(k, set())}
+    granted = _granted(chart, namespaces)
+    denied = {k: v - _allows(granted, k) for k, v in used.items() if v - _allows(granted, k)}
     assert denied == {}, f"the operator needs more than the chart grants: {denied}"
-    unused = {k: v - used.get(k, set()) for k, v in granted.items() if v - used.get(k, set())}
+    # A grant is used when a request in its scope (any namespace, for a ClusterRole) needed it.
+    unused = {}
+    for (scope, group, resource), verbs in granted.items():
+        needed = set().union(
+            *(v for (ns, g, r), v in used.items() if (g, r) == (group, resource) and scope in (None, ns))
+        )
+        if verbs - needed:
+            unused[(scope, group, resource)] = verbs - needed
     assert unused == {}, f"the chart grants what the operator never used: {unused}"
     record_summary(
         "security",

@@ -2,9 +2,11 @@
 
 For uninstalling. Once the operator is gone nothing removes ``aigw.dev/finalizer``, so a resource
 deleted afterwards (or already being deleted) would stay in Kubernetes forever, and so would its
-namespace. Drain removes the finalizer and nothing else: it never calls an upstream API, so the
-upstream objects of drained resources are orphaned, whatever their ``deletionPolicy``. To have
-upstream objects deleted, delete the resources while the operator still runs, and drain after.
+namespace. The same holds for the finalizer that keeps credentials Secrets while resources need
+them (``aigw.dev/credentials-in-use``). Drain removes those finalizers and nothing else: it never
+calls an upstream API, so the upstream objects of drained resources are orphaned, whatever their
+``deletionPolicy``. To have upstream objects deleted, delete the resources while the operator
+still runs, and drain after.
 
 Run it after the operator has stopped (``helm uninstall``, or the Deployment scaled to 0): a
 running operator puts the finalizer straight back. ``verify`` detects exactly that.
@@ -23,6 +25,7 @@ from typing import Any, TextIO
 import httpx
 
 from aigw_operator import FINALIZER, GROUP, VERSION
+from aigw_operator.secret_protection import PROTECTION_FINALIZER
 
 _CONFLICT_RETRIES = 5
 
@@ -48,12 +51,18 @@ class DrainReport:
 class KindRef:
     kind: str
     plural: str
+    finalizer: str = FINALIZER
+    api: str = f"/apis/{GROUP}/{VERSION}"
+
+
+# Credentials Secrets the operator keeps while resources need them (see secret_protection).
+SECRETS = KindRef("Secret", "secrets", PROTECTION_FINALIZER, "/api/v1")
 
 
 def operator_kinds() -> list[KindRef]:
     from aigw_operator.crds import all_kinds
 
-    return [KindRef(info.kind, info.plural) for info in all_kinds()]
+    return [*(KindRef(info.kind, info.plural) for info in all_kinds()), SECRETS]
 
 
 def client_from_config(
@@ -91,18 +100,18 @@ def client_from_config(
     return httpx.AsyncClient(base_url=configuration.host, headers=headers, verify=verify, timeout=30.0)
 
 
-def _collection(plural: str, namespace: str | None) -> str:
+def _collection(kind: KindRef, namespace: str | None) -> str:
     if namespace:
-        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
-    return f"/apis/{GROUP}/{VERSION}/{plural}"
+        return f"{kind.api}/namespaces/{namespace}/{kind.plural}"
+    return f"{kind.api}/{kind.plural}"
 
 
-def _item_path(plural: str, namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}"
+def _item_path(kind: KindRef, namespace: str, name: str) -> str:
+    return f"{kind.api}/namespaces/{namespace}/{kind.plural}/{name}"
 
 
-async def _list(http: httpx.AsyncClient, plural: str, namespace: str | None) -> list[dict[str, Any]] | None:
-    response = await http.get(_collection(plural, namespace))
+async def _list(http: httpx.AsyncClient, kind: KindRef, namespace: str | None) -> list[dict[str, Any]] | None:
+    response = await http.get(_collection(kind, namespace))
     if response.status_code == 404:
         return None
     response.raise_for_status()
@@ -115,16 +124,16 @@ def _entry(kind: KindRef, obj: dict[str, Any]) -> Drained:
     return Drained(kind.kind, meta["namespace"], meta["name"], bool(meta.get("deletionTimestamp")))
 
 
-def _held(obj: dict[str, Any]) -> bool:
-    return FINALIZER in (obj.get("metadata", {}).get("finalizers") or [])
+def _held(kind: KindRef, obj: dict[str, Any]) -> bool:
+    return kind.finalizer in (obj.get("metadata", {}).get("finalizers") or [])
 
 
-async def _release(http: httpx.AsyncClient, plural: str, obj: dict[str, Any]) -> bool:
+async def _release(http: httpx.AsyncClient, kind: KindRef, obj: dict[str, Any]) -> bool:
     """Remove our finalizer, keeping anyone else's; False when the object vanished meanwhile."""
     meta = obj["metadata"]
-    path = _item_path(plural, meta["namespace"], meta["name"])
+    path = _item_path(kind, meta["namespace"], meta["name"])
     for _ in range(_CONFLICT_RETRIES):
-        finalizers = [f for f in (meta.get("finalizers") or []) if f != FINALIZER]
+        finalizers = [f for f in (meta.get("finalizers") or []) if f != kind.finalizer]
         # resourceVersion makes the patch fail on a concurrent change rather than drop
         # a finalizer someone else added in between.
         patch = {"metadata": {"finalizers": finalizers or None, "resourceVersion": meta["resourceVersion"]}}
@@ -139,9 +148,9 @@ async def _release(http: httpx.AsyncClient, plural: str, obj: dict[str, Any]) ->
             return False
         fresh.raise_for_status()
         meta = fresh.json()["metadata"]
-        if FINALIZER not in (meta.get("finalizers") or []):
+        if kind.finalizer not in (meta.get("finalizers") or []):
             return True
-    raise RuntimeError(f"{plural} {meta['namespace']}/{meta['name']} kept changing; run drain again")
+    raise RuntimeError(f"{kind.plural} {meta['namespace']}/{meta['name']} kept changing; run drain again")
 
 
 async def drain(
@@ -153,14 +162,14 @@ async def drain(
 ) -> DrainReport:
     report = DrainReport(dry_run=dry_run)
     for kind in kinds if kinds is not None else operator_kinds():
-        items = await _list(http, kind.plural, namespace)
+        items = await _list(http, kind, namespace)
         if items is None:
             report.missing_kinds.append(kind.kind)
             continue
         for obj in items:
-            if not _held(obj):
+            if not _held(kind, obj):
                 continue
-            if not dry_run and not await _release(http, kind.plural, obj):
+            if not dry_run and not await _release(http, kind, obj):
                 continue
             report.drained.append(_entry(kind, obj))
     return report
@@ -172,8 +181,8 @@ async def still_held(
     """Resources that carry the finalizer (again): after a drain, a sign the operator still runs."""
     held: list[Drained] = []
     for kind in kinds if kinds is not None else operator_kinds():
-        for obj in await _list(http, kind.plural, namespace) or []:
-            if _held(obj):
+        for obj in await _list(http, kind, namespace) or []:
+            if _held(kind, obj):
                 held.append(_entry(kind, obj))
     return held
 
@@ -202,7 +211,7 @@ async def run(
             say(f"{verb} {item.kind} {item.namespace}/{item.name}{note}")
         for kind in report.missing_kinds:
             say(f"no {kind} CRD in the cluster; skipped")
-        say(f"{len(report.drained)} resource(s) {verb} from {FINALIZER}")
+        say(f"{len(report.drained)} resource(s) {verb} from {FINALIZER} (Secrets: {PROTECTION_FINALIZER})")
         if dry_run or not report.drained:
             return 0
         await asyncio.sleep(verify_after)

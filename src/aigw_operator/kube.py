@@ -85,6 +85,19 @@ class KubeClient:
     async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
 
+    async def set_secret_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> bool:
+        """Replace a Secret's finalizers if it is still at ``resource_version``: False on a conflict."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        response = await self._send("PATCH", path, json=body, merge_patch=True)
+        if response.status_code == 409:
+            return False
+        if response.status_code != 404:
+            response.raise_for_status()
+        return True
+
     async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None:
         """Merge-patch the status subresource: the new resourceVersion, None when the object is gone."""
         return await self._patch(f"{ref.path}/status", {"status": dict(status)})

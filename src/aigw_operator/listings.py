@@ -85,6 +85,13 @@ class Listings:
         future.set_result(listing.items)
         return listing
 
+    def age(self, key: tuple[str, ...]) -> float | None:
+        """Seconds since the latest complete listing for ``key`` was begun (None: there is none)."""
+        listing = self._latest.get(key)
+        if listing is None or not listing.fetch.done() or listing.fetch.exception() is not None:
+            return None
+        return time.monotonic() - listing.started
+
     def put(self, key: tuple[str, ...], upstream_id: str, item: Any) -> None:
         """Our own write: later lookups see it without another fetch."""
         listing = self._latest.get(key)

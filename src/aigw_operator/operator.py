@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import logging
 import random
 import tempfile
@@ -31,6 +32,7 @@ from aigw_operator.kinds.model import ModelAdapter
 from aigw_operator.kinds.provider import ProviderAdapter
 from aigw_operator.kube import Connection, KubeClient, ObjectRef
 from aigw_operator.reconcile import ObjectState, Reconciler, Resource
+from aigw_operator.secret_protection import SecretProtection
 from aigw_operator.settings import Settings, UpstreamSettings
 from aigw_operator.upstreams import baseten, model_registry, ngrok, together
 from aigw_operator.upstreams.http import UpstreamClient
@@ -40,6 +42,8 @@ logger = logging.getLogger("aigw_operator.operator")
 # How long a reconcile waits for the watch event of the loop's own last write; a relisted
 # watch may skip that version, so the wait is bounded.
 _CATCH_UP_SECONDS = 5.0
+# How many of an object's latest resourceVersions are remembered for that check.
+_SEEN_VERSIONS = 16
 
 
 class _LazyKube:
@@ -65,6 +69,11 @@ class _LazyKube:
     async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> str | None:
         return await self._require().patch_annotations(ref, annotations)
 
+    async def set_secret_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> bool:
+        return await self._require().set_secret_finalizers(namespace, name, finalizers, resource_version)
+
 
 @dataclass
 class _Handle:
@@ -77,6 +86,9 @@ class _Handle:
     trigger: tuple[Any, ...] | None = None
     # Waiting for the watch to bring our own last write before the next reconcile.
     deferred: bool = False
+    # resourceVersions the watch brought lately: the event of our own write can arrive before
+    # the write's response tells us its version (resourceVersions are opaque: never compared).
+    seen: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_SEEN_VERSIONS))
 
 
 def _upstream_client(name: str, upstream: UpstreamSettings) -> UpstreamClient:
@@ -127,8 +139,10 @@ class Runtime:
             ModelAdapter(model_registry.ModelRegistryClient(self.upstreams["model-registry"])),
             DedicatedEndpointAdapter(together.TogetherClient(self.upstreams["together"])),
         ]
+        self.protection = SecretProtection(self.kube)
         self.reconcilers: list[Reconciler[Any, Any]] = [
-            Reconciler(adapter, self.kube, self.credentials, settings) for adapter in adapters
+            Reconciler(adapter, self.kube, self.credentials, settings, protection=self.protection)
+            for adapter in adapters
         ]
         self.handles: dict[str, _Handle] = {}
         # One queue and pool of workers per kind: a kind slowed by its upstream's rate limit
@@ -141,7 +155,11 @@ class Runtime:
 
     def forget(self, uid: str) -> None:
         handle = self.handles.pop(uid, None)
-        if handle is not None and handle.kind in self.queues:
+        if handle is None:
+            return
+        self._reconciler_of[handle.kind].forget(uid)
+        self.protection.forget(uid)
+        if handle.kind in self.queues:
             self.queues[handle.kind].forget(uid)
 
     def wake(self, uid: str, delay: float = 0.0) -> None:
@@ -221,6 +239,7 @@ class Runtime:
         # Reconciles in flight end first: cut off after an upstream POST, the object created
         # would be known to nobody.
         await asyncio.gather(*(queue.stop(timeout=60.0) for queue in self.queues.values()))
+        await self.protection.aclose()
         for client in self.upstreams.values():
             await client.aclose()
         if self.kube.client is not None:
@@ -246,18 +265,21 @@ class Runtime:
             FINALIZER in (meta.get("finalizers") or ()),
             bool(meta.get("deletionTimestamp")),
         )
+        reconciler = self._reconciler_of[kind]
+        reconciler.note(Resource.from_body(reconciler.info, body))
+        credentials = (body.get("spec") or {}).get("credentialsSecretRef") or {}
+        self.protection.note(uid, meta.get("namespace", ""), credentials.get("name"))
         handle = self.handles.get(uid)
         if handle is None:
             handle = self.handles[uid] = _Handle(kind, body, trigger=trigger)
+            handle.seen.append(meta.get("resourceVersion", ""))
             self.wake(uid, self._initial_delay(body))
             return
         handle.body = body
-        state = handle.state
-        if state.written_version is not None and meta.get("resourceVersion") == state.written_version:
-            state.written_version = None  # caught up with our own last write
-            if handle.deferred:
-                handle.deferred = False
-                self.wake(uid)
+        handle.seen.append(meta.get("resourceVersion", ""))
+        if self._caught_up(handle) and handle.deferred:
+            handle.deferred = False
+            self.wake(uid)
         if handle.trigger != trigger:
             handle.trigger = trigger
             self.wake(uid)
@@ -275,7 +297,7 @@ class Runtime:
             # Never create upstream before the finalizer guarantees we will see the deletion.
             # Its arrival queues the object again (poke).
             return None
-        if handle.state.written_version is not None and time.monotonic() - handle.state.written_at < _CATCH_UP_SECONDS:
+        if not self._caught_up(handle) and time.monotonic() - handle.state.written_at < _CATCH_UP_SECONDS:
             # The body predates our last write (e.g. woken during the reconcile that made it):
             # acting on it could create what that reconcile created. Its watch event wakes us.
             handle.deferred = True
@@ -304,14 +326,30 @@ class Runtime:
         self.progress_at = time.monotonic()
         return delay
 
+    @staticmethod
+    def _caught_up(handle: _Handle) -> bool:
+        """Whether the watch has brought our own last write to this object (in either order)."""
+        state = handle.state
+        if state.written_version is not None and state.written_version in handle.seen:
+            state.written_version = None
+        return state.written_version is None
+
     def liveness(self) -> dict[str, Any]:
-        """For kopf's health endpoint: fails when no object's loop has moved for too long."""
-        stalled = time.monotonic() - self.progress_at
-        # Every loop wakes at least once per resync interval; allow two of them plus a margin.
-        limit = 2 * self.settings.resync_interval * (1 + self.settings.resync_jitter) + 60
-        if self.handles and stalled > limit:
-            raise RuntimeError(f"no reconcile finished for {stalled:.0f}s with {len(self.handles)} objects watched")
-        return {"objects": len(self.handles), "seconds_since_progress": round(stalled, 1)}
+        """For kopf's health endpoint: fails when work that is due has been held up too long.
+
+        Objects that are terminal, being deleted or on a long resync are simply not due, so a
+        quiet operator is healthy; a worker pool blocked on one step, or a dispatcher that no
+        longer hands out due objects, is not.
+        """
+        stalled = max((queue.stalled_for() for queue in self.queues.values()), default=0.0)
+        limit = self.settings.liveness_stall_seconds
+        if stalled > limit:
+            raise RuntimeError(f"work due {stalled:.0f}s ago is still waiting or running ({len(self.handles)} objects)")
+        return {
+            "objects": len(self.handles),
+            "seconds_since_progress": round(time.monotonic() - self.progress_at, 1),
+            "longest_stall_seconds": round(stalled, 1),
+        }
 
     def _initial_delay(self, body: Mapping[str, Any]) -> float:
         # After a restart, converged objects are spread over a while instead of all at once.
@@ -372,7 +410,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         return await runtime.login(**kwargs)
 
     @kopf.on.probe(registry=registry, id="reconcile")
-    def reconcile_probe(**_: Any) -> dict[str, Any]:
+    async def reconcile_probe(**_: Any) -> dict[str, Any]:  # async: the queues' clocks are their loop's
         return runtime.liveness()
 
     @kopf.on.startup(registry=registry)
@@ -425,6 +463,10 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     result.persistence.diffbase_storage = _NoDiffBase()
     if settings.secret_label_selector:
         result.watching.label_selectors["v1", "secrets"] = settings.secret_label_selector
+    if settings.namespaces:
+        # Named namespaces need no scanning: without it kopf lists no namespaces and watches no
+        # CRDs at cluster scope, which a namespaced install is not granted (the chart's Roles).
+        result.scanning.disabled = True
     result.peering.standalone = True
     # We post our own, deduplicated Events; kopf's per-handler Events would double them.
     result.posting.enabled = False

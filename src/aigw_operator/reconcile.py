@@ -5,7 +5,6 @@ Kubernetes conventions (conditions, Events, status) but not kopf, and no upstrea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import random
@@ -23,7 +22,9 @@ from aigw_operator.credentials import Credentials, CredentialsMissing, SecretVal
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, KindInfo, SecretKeyRef
 from aigw_operator.kube import ObjectRef
 from aigw_operator.listings import Listings
+from aigw_operator.ownership import Claimant, Ownership
 from aigw_operator.redaction import redact
+from aigw_operator.secret_protection import SecretProtection
 from aigw_operator.settings import Settings
 from aigw_operator.upstreams.http import (
     AccessDenied,
@@ -111,7 +112,8 @@ class Adapter(Protocol[SpecT_contra, ObservedT]):
     async def update(
         self, api_key: str, observed: ObservedT, spec: SpecT_contra, changes: dict[str, Any]
     ) -> ObservedT: ...
-    async def delete(self, api_key: str, spec: SpecT_contra, upstream_id: str) -> None: ...
+    # Returns Events to post beside "Deleted" (e.g. what lost its link), or None.
+    async def delete(self, api_key: str, spec: SpecT_contra, upstream_id: str) -> list[tuple[str, str, str]] | None: ...
     def upstream_id(self, observed: ObservedT) -> str: ...
     def readiness(self, spec: SpecT_contra, observed: ObservedT) -> Readiness: ...
     def status_fields(self, observed: ObservedT) -> dict[str, Any]: ...
@@ -193,15 +195,17 @@ class Reconciler(Generic[SpecT, ObservedT]):
         kube: KubeWriter,
         credentials: Credentials,
         settings: Settings,
+        *,
+        protection: SecretProtection | None = None,
     ) -> None:
         self.adapter = adapter
+        self.protection = protection
         self.kube = kube
         self.credentials = credentials
         self.settings = settings
         self.info = adapter.info
         # Which resource manages which upstream object: one upstream object, one resource.
-        self._owners: dict[str, tuple[str, str]] = {}
-        self._owned: dict[str, str] = {}
+        self.ownership = Ownership()
         self.listings = Listings()
 
     # ---------------------------------------------------------------- reconcile
@@ -241,14 +245,18 @@ class Reconciler(Generic[SpecT, ObservedT]):
         observed: ObservedT | None = None
         try:
             api_key = await self._api_key(resource, ref)
+            if ref is not None and self.protection is not None:
+                # Before anything exists upstream that would need this key to be deleted.
+                await self.protection.protect(resource.ref.namespace, ref.name)
             spec = await self._prepare(resource, spec, api_key)
             report.extra_status.update(getattr(spec, "extra_status", None) or {})
-            if await self._unchanged_by_listing(api_key, resource, spec, state, report):
+            unchanged, listed = await self._unchanged_by_listing(api_key, resource, spec, state, report)
+            if unchanged:
                 state.failures = 0
                 self._claim(resource, str(resource.status["id"]))
                 self._record(resource, report, list(resource.status.get("conditions") or ()))
                 return Outcome(self._resync_delay(resource))
-            observed, gone = await self._observe(api_key, resource, spec, state, report)
+            observed, gone = await self._observe(api_key, resource, spec, state, report, listed=listed)
             if gone and policy == "Orphan":
                 report.fail(
                     "UpstreamDeleted",
@@ -268,6 +276,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 )
                 await self._finish(resource, state, report, warning=True)
                 return Outcome(self._resync_delay(resource))
+            marked = CREATE_PENDING_ANNOTATION in resource.annotations
             if observed is None:
                 if getattr(self.adapter, "create_marker", False):
                     if wait := self._unsettled_create(resource, state):
@@ -284,6 +293,7 @@ class Reconciler(Generic[SpecT, ObservedT]):
                     # Written before the POST: if its outcome is lost, find() knows to look for it.
                     marker = f"{time.time():.3f}"
                     state.wrote(await self.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: marker}))
+                    marked = True
                     try:
                         observed = await self._create(api_key, spec, state, report)
                         state.create_answered = marker
@@ -302,16 +312,30 @@ class Reconciler(Generic[SpecT, ObservedT]):
                     report.event("Warning", "Recreated", "the upstream object was deleted outside Kubernetes")
             else:
                 changes = self.adapter.diff(spec, observed)
+                if changes and (taken := await self._key_taken(api_key, resource, spec, state, observed)):
+                    report.fail("AlreadyManaged", taken, set_ready=True)
+                    await self._finish(resource, state, report, warning=True, observed=observed)
+                    return Outcome(self._resync_delay(resource))
                 if changes:
                     unchanged_spec = resource.status.get("observedGeneration") == resource.generation and not gone
                     before = observed
                     observed = await self.adapter.update(api_key, observed, spec, changes)
                     self._remember(api_key, spec, observed)
                     describe = getattr(self.adapter, "describe_update", None)
-                    for event in describe(changes, before) if describe else ():
+                    described = describe(spec, changes, before) if describe else []
+                    for event in described:
                         report.event(*event)
-                    fields = ", ".join(sorted(changes))
-                    if unchanged_spec and not report.adopted:
+                    fields = ", ".join(_changed_fields(changes))
+                    if described:
+                        pass  # the adapter's own words say what happened
+                    elif self.adapter.upstream_id(observed) != self.adapter.upstream_id(before):
+                        report.event(
+                            "Normal",
+                            "Replaced",
+                            f"replaced {self._describe(before)} with {self._describe(observed)} to change {fields}, "
+                            "which cannot be changed in place",
+                        )
+                    elif unchanged_spec and not report.adopted:
                         report.event("Normal", "DriftCorrected", f"upstream differed from the spec in: {fields}")
                     else:
                         report.event("Normal", "Updated", f"updated {fields}")
@@ -340,6 +364,9 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 )
             )
         await self._finish(resource, state, report, observed=observed)
+        if marked:
+            # The id is in the status now: a later search must never adopt by this old mark.
+            state.wrote(await self.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: None}))
         if readiness.progressing:
             return Outcome(self.settings.short_poll_interval)
         return Outcome(self._resync_delay(resource))
@@ -361,8 +388,10 @@ class Reconciler(Generic[SpecT, ObservedT]):
 
     async def _unchanged_by_listing(
         self, api_key: str, resource: Resource, spec: SpecT, state: ObjectState, report: _Report
-    ) -> bool:
-        """A routine resync whose object a shared listing shows as nothing to act on."""
+    ) -> tuple[bool, ObservedT | None]:
+        """Whether a routine resync's object shows nothing to act on in a shared listing; and,
+        when it does show something, the listed object if it is complete and just fetched, so
+        that the observation needs no second call."""
         list_all = getattr(self.adapter, "list_all", None)
         listed_unchanged = getattr(self.adapter, "listed_unchanged", None)
         extras_current = getattr(self.adapter, "extras_current", None)
@@ -384,15 +413,17 @@ class Reconciler(Generic[SpecT, ObservedT]):
             and (listed_unchanged is None or time.monotonic() - state.observed_at < self.settings.full_observe_interval)
         )
         if not routine:
-            return False
+            return False, None
         max_age = self._resync_interval(resource) * (1 - self.settings.resync_jitter)
         item = (await self._listing(api_key, spec, max_age=max_age)).get(str(status["id"]))
         if item is None:
-            return False
+            return False, None
         if listed_unchanged is not None:
-            return bool(listed_unchanged(spec, item, status))
+            return bool(listed_unchanged(spec, item, status)), None
+        age = self.listings.age(self._listing_key(api_key, spec))
+        fresh = item if age is not None and age <= FIND_LISTING_MAX_AGE else None
         if self.adapter.diff(spec, item):
-            return False
+            return False, fresh
         readiness = self.adapter.readiness(spec, item)
         ready = cond.find(status.get("conditions"), cond.READY)
         if (
@@ -401,8 +432,9 @@ class Reconciler(Generic[SpecT, ObservedT]):
             or ready.get("status") != ("True" if readiness.ready else "False")
             or ready.get("reason") != readiness.reason
         ):
-            return False
-        return all(status.get(k) == v for k, v in self.adapter.status_fields(item).items() if v is not None)
+            return False, fresh
+        unchanged = all(status.get(k) == v for k, v in self.adapter.status_fields(item).items() if v is not None)
+        return unchanged, None if unchanged else fresh
 
     def _listing_key(self, api_key: str, spec: SpecT) -> tuple[str, str]:
         scope = getattr(self.adapter, "list_scope", None)
@@ -460,10 +492,20 @@ class Reconciler(Generic[SpecT, ObservedT]):
         return observed
 
     async def _observe(
-        self, api_key: str, resource: Resource, spec: SpecT, state: ObjectState, report: _Report
+        self,
+        api_key: str,
+        resource: Resource,
+        spec: SpecT,
+        state: ObjectState,
+        report: _Report,
+        *,
+        listed: ObservedT | None = None,
     ) -> tuple[ObservedT | None, bool]:
         """The upstream object and whether a previously known one has disappeared."""
         known_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
+        if known_id and listed is not None:
+            state.observed_at = time.monotonic()
+            return listed, False
         if known_id:
             try:
                 observed = await self.adapter.get(api_key, spec, str(known_id))
@@ -549,57 +591,104 @@ class Reconciler(Generic[SpecT, ObservedT]):
                 "the spec is unreadable, so the upstream object cannot be addressed; it is left in place",
             )
             return Outcome(None)
+        upstream_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
         try:
             api_key = await self._api_key(resource, ref)
             spec = await self._prepare(resource, spec, api_key, for_deletion=True)
-            upstream_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
             if not upstream_id:
                 # A create may have succeeded without its id reaching the status.
-                found = await self._find(api_key, spec, state, fresh=True)
+                try:
+                    found = await self._find(api_key, spec, state, fresh=True)
+                except (InvalidSpec, AccessDenied) as exc:
+                    # The upstream refuses even to look (an unknown tenant, a key without access):
+                    # nothing can have been created there by this spec with this key.
+                    message = f"no upstream object was found: {redact(exc.message)}"
+                    await self._post(resource, state, "Normal", "NothingToDelete", message)
+                    self._release(resource)
+                    return Outcome(None)
                 upstream_id = self.adapter.upstream_id(found) if found is not None else None
             if upstream_id and self._claim(resource, str(upstream_id)):
                 upstream_id = None  # another resource manages it: never delete it from here
             if upstream_id:
-                with contextlib.suppress(NotFound):
-                    await self.adapter.delete(api_key, spec, str(upstream_id))
+                try:
+                    extra = await self.adapter.delete(api_key, spec, str(upstream_id))
+                except NotFound:
+                    await self._post(
+                        resource, state, "Normal", "AlreadyDeleted", f"upstream object {upstream_id} was already gone"
+                    )
+                else:
+                    for event in extra or ():
+                        await self._post(resource, state, *event)
+                    await self._post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
                 self.listings.drop(self._listing_key(api_key, spec), str(upstream_id))
-                await self._post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
             self._release(resource)
             return Outcome(None)
-        except (CredentialsMissing, UpstreamError) as exc:
-            reason = "DeletionBlocked"
-            message = redact(str(exc) if isinstance(exc, CredentialsMissing) else exc.message)
+        except CredentialsMissing as exc:
+            if not upstream_id and not resource.annotations.get(CREATE_PENDING_ANNOTATION):
+                # Its credentials were never readable (they are protected once read, see
+                # secret_protection), so nothing was ever created with them.
+                await self._post(resource, state, "Normal", "NothingToDelete", f"no upstream object was created: {exc}")
+                self._release(resource)
+                return Outcome(None)
+            state.failures += 1
+            return await self._deletion_blocked(resource, state, report, str(exc), self._backoff(state.failures))
+        except UpstreamError as exc:
             if isinstance(exc, RateLimited):
                 delay = max(exc.retry_after, 0.1)
-            elif isinstance(exc, CredentialsMissing):
-                delay = self.settings.credentials_retry_interval
             else:
                 state.failures += 1
                 delay = self._backoff(state.failures)
-            report.fail(reason, f"cannot delete the upstream object yet: {message}", set_ready=True)
-            await self._finish(resource, state, report, warning=True)
-            return Outcome(delay, done=False)
+            return await self._deletion_blocked(resource, state, report, redact(exc.message), delay)
+
+    async def _deletion_blocked(
+        self, resource: Resource, state: ObjectState, report: _Report, message: str, delay: float
+    ) -> Outcome:
+        report.fail("DeletionBlocked", f"cannot delete the upstream object yet: {message}", set_ready=True)
+        await self._finish(resource, state, report, warning=True)
+        return Outcome(delay, done=False)
 
     # ---------------------------------------------------------------- helpers
 
+    def note(self, resource: Resource) -> None:
+        """What the watch shows: the upstream object this resource's status names, so that every
+        owner is known before any reconcile runs (after a restart, in whatever order)."""
+        self.ownership.record(_claimant(resource), resource.status.get("id"))
+
+    def forget(self, uid: str) -> None:
+        self.ownership.release(uid)
+
     def _claim(self, resource: Resource, upstream_id: str) -> str | None:
         """Record that ``resource`` manages ``upstream_id``; the other owner's name if taken."""
-        uid = resource.ref.uid
-        owner = self._owners.get(upstream_id)
-        # The resource whose status already names the object keeps it (e.g. after a restart).
-        if owner and owner[0] != uid and resource.status.get("id") != upstream_id:
-            return owner[1]
-        previous = self._owned.get(uid)
-        if previous and previous != upstream_id:
-            self._owners.pop(previous, None)
-        self._owners[upstream_id] = (uid, f"{resource.ref.namespace}/{resource.ref.name}")
-        self._owned[uid] = upstream_id
+        claimant = _claimant(resource)
+        holder = self.ownership.holder(upstream_id, claimant, named=resource.status.get("id") == upstream_id)
+        if holder is not None:
+            return holder.name
+        self.ownership.record(claimant, upstream_id)
         return None
 
     def _release(self, resource: Resource) -> None:
-        upstream_id = self._owned.pop(resource.ref.uid, None)
-        if upstream_id and self._owners.get(upstream_id, ("",))[0] == resource.ref.uid:
-            del self._owners[upstream_id]
+        self.ownership.release(resource.ref.uid)
+
+    async def _key_taken(
+        self, api_key: str, resource: Resource, spec: SpecT, state: ObjectState, observed: ObservedT
+    ) -> str | None:
+        """Why a change of the upstream's unique key (a slug or name rename) must not go ahead:
+        the new key belongs to an object another resource manages. Asked before any write, so
+        that neither that object nor this resource's own one is touched."""
+        unique_key = getattr(self.adapter, "unique_key", None)
+        if unique_key is None or unique_key(spec) == self.adapter.item_key(observed):  # type: ignore[attr-defined]
+            return None
+        taken = await self._find(api_key, spec, state, fresh=True)
+        if taken is None or self.adapter.upstream_id(taken) == self.adapter.upstream_id(observed):
+            return None
+        holder = self.ownership.holder(self.adapter.upstream_id(taken), _claimant(resource), named=False)
+        if holder is None:
+            return None
+        return (
+            f"{unique_key(spec)!r} belongs to {self._describe(taken)}, which {self.info.kind} {holder.name} "
+            f"manages; each upstream object can be managed by one resource only. This resource's own "
+            f"{self._describe(observed)} is left as it was"
+        )
 
     async def _api_key(self, resource: Resource, ref: SecretKeyRef | None) -> str:
         try:
@@ -767,6 +856,16 @@ class _Report:
         if set_ready:
             self.set(Condition(cond.READY, "False", reason, message))
         self.set(Condition(cond.SYNCED, synced_status, reason, message))
+
+
+def _changed_fields(changes: Mapping[str, Any]) -> list[str]:
+    """The spec fields a change set touches; ``recreate`` lists the ones only a new object can take."""
+    fields = {key for key in changes if key != "recreate"} | set(changes.get("recreate") or ())
+    return sorted(fields)
+
+
+def _claimant(resource: Resource) -> Claimant:
+    return Claimant(resource.created or 0.0, resource.ref.uid, f"{resource.ref.namespace}/{resource.ref.name}")
 
 
 def _status_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

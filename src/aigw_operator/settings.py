@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,7 +49,11 @@ class Settings(BaseSettings):
         description="Talk to this Kubernetes API URL without credentials (the local emulator). "
         "Unset: in-cluster service account or kubeconfig, as kopf finds them.",
     )
-    namespaces: list[str] = Field(default_factory=list, description="Watched namespaces; empty = all.")
+    namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]] = Field(
+        default_factory=list,
+        description="Watched namespaces, by exact name; empty = all. Named, the operator needs no "
+        "cluster-scoped permission (the chart then grants a Role per namespace).",
+    )
     resync_interval: float = Field(default=300.0, gt=0, description="Seconds between drift checks.")
     resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Fraction of random spread.")
     full_observe_interval: float = Field(
@@ -75,6 +79,12 @@ class Settings(BaseSettings):
     error_backoff_cap: float = Field(default=300.0, gt=0)
     access_denied_retry_interval: float = Field(default=120.0, gt=0)
     event_dedupe_seconds: float = Field(default=600.0, ge=0)
+    liveness_stall_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="The liveness probe fails when an object that is due has waited for a worker, or one "
+        "reconcile has run, this long. Objects that are simply not due never count.",
+    )
     secret_label_selector: str = Field(
         default="aigw.dev/watch=true",
         description="Secrets matching this label selector are watched: a change reaches every resource "

@@ -65,6 +65,9 @@ class WorkQueue:
         self._order = itertools.count()
         self._ready: asyncio.Queue[str | None] = asyncio.Queue()  # None: a worker's signal to end
         self._running: set[str] = set()
+        # Loop times: when each running key became due (queued for a worker) and when its step began.
+        self._queued_at: dict[str, float] = {}
+        self._started_at: dict[str, float] = {}
         self._again: set[str] = set()  # woken while running
         self._forgotten: set[str] = set()  # forgotten while running: not queued again after
         self._wake = Wake()
@@ -93,6 +96,17 @@ class WorkQueue:
         self._again.discard(key)
         if key in self._running:
             self._forgotten.add(key)
+
+    def stalled_for(self) -> float:
+        """Seconds the most delayed piece of work has been held up: a due object no worker has
+        taken (including one the dispatcher failed to hand out), or a step still running. An
+        idle queue, whose objects are simply not due, is never stalled."""
+        now = asyncio.get_running_loop().time()
+        waits = [now - due for key, due in self._queued_at.items() if key not in self._started_at]
+        waits += [now - started for started in self._started_at.values()]
+        if self._heap:
+            waits.append(now - self._heap[0][0])  # a stale head only makes this err towards 0
+        return max([0.0, *waits])
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._dispatch(), name=f"{self.name}-dispatcher")]
@@ -130,6 +144,7 @@ class WorkQueue:
                     self._again.add(key)
                 else:
                     self._running.add(key)
+                    self._queued_at[key] = due
                     self._ready.put_nowait(key)
             await self._wake.sleep(self._heap[0][0] - now if self._heap else None)
 
@@ -139,6 +154,7 @@ class WorkQueue:
             if key is None:
                 return
             delay: float | None = None
+            self._started_at[key] = asyncio.get_running_loop().time()
             try:
                 delay = await self._step(key)
             except Exception:
@@ -147,6 +163,8 @@ class WorkQueue:
                 delay = 60.0
             finally:
                 self._running.discard(key)
+                self._queued_at.pop(key, None)
+                self._started_at.pop(key, None)
             if key in self._forgotten:
                 self._forgotten.discard(key)
                 continue

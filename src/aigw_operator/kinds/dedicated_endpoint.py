@@ -99,6 +99,9 @@ class DesiredEndpoint:
     display_name: str
     # When a create was last attempted (the create-pending annotation); None: never.
     create_pending_since: float | None
+    # The spec changed since readiness was last reported: whatever it asks for now is the
+    # user's wish, not a reaction to what Together did by itself (an auto-stop).
+    spec_changed: bool = True
 
     def autoscaling(self) -> dict[str, int]:
         return {"min_replicas": self.spec.autoscaling.min_replicas, "max_replicas": self.spec.autoscaling.max_replicas}
@@ -180,7 +183,9 @@ class DedicatedEndpointAdapter:
         with contextlib.suppress(TypeError, ValueError):
             pending = float(resource.annotations.get(CREATE_PENDING_ANNOTATION))  # type: ignore[arg-type]
         name = spec.display_name or f"{resource.ref.namespace}/{resource.ref.name}"
-        return DesiredEndpoint(spec, name, pending)
+        ready = cond.find(resource.status.get("conditions"), cond.READY)
+        spec_changed = ready is None or ready.get("observedGeneration") != resource.generation
+        return DesiredEndpoint(spec, name, pending, spec_changed)
 
     async def list_all(self, api_key: str, spec: Any) -> dict[str, Endpoint]:
         return {endpoint.id: endpoint for endpoint in await self.client.list(api_key)}
@@ -259,7 +264,10 @@ class DedicatedEndpointAdapter:
         if observed.autoscaling is not None and observed.autoscaling.model_dump() != spec.autoscaling():
             changes["autoscaling"] = spec.autoscaling()
         wanted = spec.spec.state.upper()
-        if wanted == "STARTED" and observed.state == "STOPPED" and spec.spec.restart_after_auto_stop:
+        # restartAfterAutoStop governs only what happens without a spec change: a spec that
+        # changed (e.g. to Started after Stopped) is always carried out.
+        restart = spec.spec.restart_after_auto_stop or spec.spec_changed
+        if wanted == "STARTED" and observed.state == "STOPPED" and restart:
             changes["state"] = "STARTED"
         elif wanted == "STOPPED" and observed.state in ("PENDING", "STARTING", "STARTED", "ERROR"):
             changes["state"] = "STOPPED"
@@ -288,8 +296,14 @@ class DedicatedEndpointAdapter:
             patch["inactive_timeout"] = spec.spec.inactive_timeout_minutes
         return await self.client.patch(api_key, observed.id, patch)
 
-    def describe_update(self, changes: dict[str, Any], before: Endpoint) -> list[tuple[str, str, str]]:
+    def describe_update(
+        self, spec: DesiredEndpoint, changes: dict[str, Any], before: Endpoint
+    ) -> list[tuple[str, str, str]]:
         if changes.get("state") == "STARTED" and before.state == "STOPPED":
+            if spec.spec_changed:
+                also = ", ".join(sorted(k for k in changes if k != "state"))
+                message = "starting the endpoint, as the spec asks" + (f"; updated {also}" if also else "")
+                return [("Normal", "Started", message)]
             return [
                 (
                     "Warning",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,14 @@ IMMUTABLE_RULE = cel(
 )
 
 
+TENANT_RULE = cel(
+    "self.replacePolicy == 'Recreate' || "
+    "(has(self.tenant) == has(oldSelf.tenant) && (!has(self.tenant) || self.tenant == oldSelf.tenant))",
+    "tenant cannot be changed: a model lives in one tenant of the registry; set replacePolicy: Recreate to let "
+    "the operator create it in the new tenant and then delete it from the old one",
+)
+
+
 class OpenAIConfiguration(CamelModel):
     """Configuration of an openai-type model. The API key comes from a Secret, never inline."""
 
@@ -54,7 +63,7 @@ class OpenAIConfiguration(CamelModel):
 class ModelSpec(CamelModel):
     """The desired model in the registry."""
 
-    model_config = CamelModel.model_config | {"json_schema_extra": validations(IMMUTABLE_RULE)}
+    model_config = CamelModel.model_config | {"json_schema_extra": validations(IMMUTABLE_RULE, TENANT_RULE)}
 
     name: str | None = Field(
         default=None,
@@ -78,7 +87,9 @@ class ModelSpec(CamelModel):
         "Recreate: delete and recreate the model to apply them.",
     )
     tenant: str | None = Field(
-        default=None, max_length=255, description="Tenant of a multi-tenant registry (X-Tenant-Name)."
+        default=None,
+        max_length=255,
+        description="Tenant of a multi-tenant registry (X-Tenant-Name). Immutable unless replacePolicy is Recreate.",
     )
     credentials_secret_ref: SecretKeyRef | None = Field(
         default=None,
@@ -97,6 +108,19 @@ class DesiredModel:
     spec: ModelSpec
     name: str
     api_key: str
+    # The tenant the model was last seen in (status.tenant): where its stored id lives, which
+    # differs from the spec's while a tenant move is under way.
+    current_tenant: str | None = None
+
+    @property
+    def tenant(self) -> str | None:
+        return self.spec.tenant or None
+
+    @property
+    def stored_tenant(self) -> str | None:
+        if self.current_tenant is None:  # not recorded yet
+            return self.tenant
+        return self.current_tenant or None  # "" is the default tenant
 
     def configuration(self) -> dict[str, Any]:
         config = self.spec.configuration
@@ -129,6 +153,7 @@ class ModelStatus(CommonStatus):
     """What the operator last observed in the registry (never the API key)."""
 
     name: str | None = Field(default=None, description="The model's name in the registry.")
+    tenant: str | None = Field(default=None, description="The registry tenant the model is in.")
     dtype: str | None = Field(default=None, description="The model's type in the registry.")
     connected_endpoints: list[ConnectedEndpointStatus] | None = Field(
         default=None, description="Registry endpoints that use this model."
@@ -176,17 +201,18 @@ class ModelAdapter:
         deleting: bool = False,
     ) -> DesiredModel:
         name = spec.name or resource.ref.name
-        return DesiredModel(spec, name, (await secret(spec.configuration.api_key_secret_ref)).value)
+        value = (await secret(spec.configuration.api_key_secret_ref)).value
+        return DesiredModel(spec, name, value, current_tenant=resource.status.get("tenant"))
 
     async def get(self, api_key: str, spec: DesiredModel, upstream_id: str) -> RegistryModel:
         # The API addresses models by name, which can change: the id is found in the (unpaged) list.
-        for model in await self.client.list(api_key, spec.spec.tenant):
+        for model in await self.client.list(api_key, spec.stored_tenant):
             if model.id == upstream_id:
                 return model
         raise _not_found(upstream_id)
 
     async def list_all(self, api_key: str, spec: DesiredModel) -> dict[str, RegistryModel]:
-        return {model.id: model for model in await self.client.list(api_key, spec.spec.tenant)}
+        return {model.id: model for model in await self.client.list(api_key, spec.tenant)}
 
     def list_scope(self, spec: DesiredModel) -> str:
         return spec.spec.tenant or ""
@@ -211,7 +237,7 @@ class ModelAdapter:
         problems = _check_config(spec.configuration(), schema)
         if problems:
             raise InvalidSpec("model-registry", None, "; ".join(problems), method="POST", route="/models/")
-        return await self.client.create(api_key, spec.spec.tenant, spec.payload())
+        return await self.client.create(api_key, spec.tenant, spec.payload())
 
     def diff(self, spec: DesiredModel, observed: RegistryModel) -> dict[str, Any] | None:
         changes: dict[str, Any] = {}
@@ -219,6 +245,8 @@ class ModelAdapter:
         changed = [f for f in CONFIG_FIELDS if stored.get(f) != spec.configuration()[f]]
         if spec.spec.dtype != observed.dtype:
             changed.insert(0, "dtype")
+        if observed.tenant != spec.tenant:
+            changed.insert(0, "tenant")
         if changed:
             changes["recreate"] = changed
         if spec.name != observed.name:
@@ -232,7 +260,6 @@ class ModelAdapter:
     async def update(
         self, api_key: str, observed: RegistryModel, spec: DesiredModel, changes: dict[str, Any]
     ) -> RegistryModel:
-        tenant = spec.spec.tenant
         if "recreate" in changes:
             fields = ", ".join("configuration.apiKey" if f == "api_key" else f for f in changes["recreate"])
             if spec.spec.replace_policy != "Recreate":
@@ -244,28 +271,42 @@ class ModelAdapter:
                     method="PATCH",
                     route="/models/{name}",
                 )
-            # Names are unique: the old model must go before the new one can be created.
-            await self.client.delete(api_key, tenant, observed.name)
+            if observed.tenant != spec.tenant:
+                # Another tenant is another namespace of names: create there first, so that a
+                # refusal (the name is taken there) leaves the old model in place.
+                moved = await self.create(api_key, spec)
+                with contextlib.suppress(NotFound):
+                    await self.client.delete(api_key, observed.tenant, observed.name)
+                return moved
+            # Names are unique within a tenant: the old model must go before the new one can be created.
+            await self.client.delete(api_key, observed.tenant, observed.name)
             return await self.create(api_key, spec)
         patch = {k: v for k, v in changes.items() if k in ("name", "summary", "tags")}
-        return await self.client.patch(api_key, tenant, observed.name, patch)
+        return await self.client.patch(api_key, observed.tenant, observed.name, patch)
 
-    def describe_update(self, changes: dict[str, Any], before: RegistryModel) -> list[tuple[str, str, str]]:
+    def describe_update(
+        self, spec: DesiredModel, changes: dict[str, Any], before: RegistryModel
+    ) -> list[tuple[str, str, str]]:
         if "recreate" not in changes:
             return []
         lost = ", ".join(e.name or e.slug or e.id for e in before.connected_endpoints) or "none"
         return [
             (
-                "Warning",
+                "Warning" if before.connected_endpoints else "Normal",
                 "Recreated",
                 f"recreated model {before.name} to apply a change of {', '.join(changes['recreate'])}; "
                 f"connected endpoints that lost their link: {lost}",
             )
         ]
 
-    async def delete(self, api_key: str, spec: DesiredModel, upstream_id: str) -> None:
+    async def delete(self, api_key: str, spec: DesiredModel, upstream_id: str) -> list[tuple[str, str, str]]:
         model = await self.get(api_key, spec, upstream_id)
-        await self.client.delete(api_key, spec.spec.tenant, model.name)
+        await self.client.delete(api_key, model.tenant, model.name)
+        if not model.connected_endpoints:
+            return []
+        lost = ", ".join(e.name or e.slug or e.id for e in model.connected_endpoints)
+        message = f"deleted model {model.name}; these endpoints lost their model: {lost}"
+        return [("Warning", "EndpointsOrphaned", message)]
 
     def upstream_id(self, observed: RegistryModel) -> str:
         return observed.id
@@ -278,6 +319,7 @@ class ModelAdapter:
         return {
             "id": observed.id,
             "name": observed.name,
+            "tenant": observed.tenant or "",
             "dtype": observed.dtype,
             "createdAt": observed.created_at,
             "updatedAt": observed.updated_at,

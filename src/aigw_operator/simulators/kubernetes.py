@@ -649,7 +649,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
     _counts: collections.Counter[tuple[str, str, str | None]] = attrs.field(factory=collections.Counter, init=False)
     # (client, verb, group, plural, subresource): which client needed which permission.
-    _access: collections.Counter[tuple[str, str, str, str, str | None]] = attrs.field(
+    _access: collections.Counter[tuple[str, str, str, str, str | None, str | None]] = attrs.field(
         factory=collections.Counter, init=False
     )
     _posted_events: collections.deque[JSON] = attrs.field(factory=collections.deque, init=False)
@@ -728,9 +728,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
         """A snapshot of all counters keyed by (verb, plural, subresource)."""
         return dict(self._counts)
 
-    def access(self) -> dict[tuple[str, str, str, str, str | None], int]:
-        """Requests by (client, verb, API group, plural, subresource); the client is the
-        User-Agent's product name (kopf, aigw-operator, python-httpx...)."""
+    def access(self) -> dict[tuple[str, str, str, str, str | None, str | None], int]:
+        """Requests by (client, verb, API group, plural, subresource, namespace); the client is
+        the User-Agent's product name (kopf, aigw-operator, python-httpx...); the namespace is
+        None for a cluster-scoped request (what RBAC needs a ClusterRole for)."""
         return dict(self._access)
 
     def reset_counters(self) -> None:
@@ -860,7 +861,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         }.get((method, name is not None))
         self._counts[(verb or method.lower(), plural, subresource)] += 1
         agent = raw.headers.get("User-Agent", "") if raw is not None else ""
-        self._access[(agent.split("/")[0], verb or method.lower(), group, plural, subresource)] += 1
+        self._access[(agent.split("/")[0], verb or method.lower(), group, plural, subresource, namespace)] += 1
         if verb is None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if subresource is not None and (subresource not in rtype.subresources or verb not in _SUB_VERBS):

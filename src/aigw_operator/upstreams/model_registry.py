@@ -26,6 +26,8 @@ class RegistryModel(BaseModel):
     id: str
     name: str
     dtype: str
+    # Not in the registry's answers: the tenant the client asked in (None: the default one).
+    tenant: str | None = None
     # Holds the model's API key as stored: never copy it into status, Events or logs.
     configuration: dict[str, Any] = Field(default_factory=dict, repr=False)
     summary: str | None = ""
@@ -61,7 +63,7 @@ class ModelRegistryClient:
         except NotFound as exc:
             # The collection itself is missing only when the tenant is: a spec error, not a blip.
             raise InvalidSpec(exc.upstream, exc.status, exc.message, method="GET", route=MODELS) from None
-        return [RegistryModel.model_validate(item) for item in response.json()]
+        return [RegistryModel.model_validate({**item, "tenant": tenant or None}) for item in response.json()]
 
     async def config_schema(self, api_key: str | None, tenant: str | None, dtype: str) -> dict[str, Any] | None:
         """The dtype's configuration schema; cached, since it changes only with the server's version."""
@@ -82,7 +84,7 @@ class ModelRegistryClient:
         response = await self.http.request(
             "POST", MODELS, api_key=api_key, route=MODELS, json=payload, headers=self._headers(tenant)
         )
-        return RegistryModel.model_validate(response.json())
+        return RegistryModel.model_validate({**response.json(), "tenant": tenant or None})
 
     async def patch(self, api_key: str | None, tenant: str | None, name: str, changes: dict[str, Any]) -> RegistryModel:
         response = await self.http.request(
@@ -94,7 +96,7 @@ class ModelRegistryClient:
             headers=self._headers(tenant),
             idempotent=True,
         )
-        return RegistryModel.model_validate(response.json())
+        return RegistryModel.model_validate({**response.json(), "tenant": tenant or None})
 
     async def delete(self, api_key: str | None, tenant: str | None, name: str) -> None:
         await self.http.request(

@@ -104,8 +104,10 @@ app.kubernetes.io/part-of: aigw-operator
   resources: ["events"]
   verbs: ["create"]
 # To read the keys resources name (credentialsSecretRef, secretRef, providerKeys); list and watch
-# only for secretWatch, whose label selector makes the API server send labelled Secrets only.
+# only for secretWatch, whose label selector makes the API server send labelled Secrets only;
+# patch for the finalizer that keeps a credentials Secret while resources need it to delete
+# their upstream objects (a namespace deletion would otherwise deadlock).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: {{ ternary (list "get" "list" "watch") (list "get") .Values.secretWatch.enabled | toJson }}
+  verbs: {{ ternary (list "get" "list" "watch" "patch") (list "get" "patch") .Values.secretWatch.enabled | toJson }}
 {{- end }}
