@@ -296,28 +296,54 @@ async def test_rate_limit_burst(sim: BasetenSimulator, client: httpx.AsyncClient
     assert (await client.post(EP, json=body())).status_code == 200
 
 
+def most_in_one_second(times: list[float]) -> int:
+    """The most arrivals within any one-second window ending at an arrival (the simulator's definition)."""
+    return max((sum(1 for t in times[: i + 1] if t > now - 1.0) for i, now in enumerate(times)), default=0)
+
+
 async def test_token_bucket_per_key_and_max_rate(sim: BasetenSimulator, client: httpx.AsyncClient) -> None:
-    sim.rate_limit = 5
-    statuses = [(await client.get(EP)).status_code for _ in range(6)]
-    assert statuses == [200] * 5 + [429]
-    throttled = await client.get(EP)
+    rate = 5  # requests per second; the bucket holds one second's worth
+    sim.rate_limit = rate
+    # Back to back until the first 429. Not a fixed [200]*5 + [429]: a slow machine refills a
+    # token every 1/rate s while the requests go out. The bucket starts full, so the first `rate`
+    # pass whatever the load; and no more can pass than it held plus what it refilled between
+    # the first arrival and the 429's (the bucket reads its clock after the arrival of each
+    # request, and each request is answered before the next is sent, so the bound is exact).
+    # Fails without a bucket (no 429 in 100), with a bigger one or a faster refill (too many pass).
+    responses: list[httpx.Response] = []
+    while not any(r.status_code == 429 for r in responses) and len(responses) < 100:
+        responses.append(await client.get(EP))
+    statuses = [r.status_code for r in responses]
+    assert 429 in statuses, statuses
+    passed = statuses.index(429)
+    assert statuses[:passed] == [200] * passed
+    refill = (sim.requests[passed].time - sim.requests[0].time) * rate
+    assert rate <= passed <= rate + refill, (passed, refill)
+    throttled = responses[passed]
     assert throttled.json()["retry_after"] >= 1 and int(throttled.headers["Retry-After"]) >= 1
     sim.add_key("sk-other")
-    # Buckets are per key.
+    # Buckets are per key: another key's first request finds its own full bucket.
     assert (await client.get(EP, headers={"Authorization": "Api-Key sk-other"})).status_code == 200
-    assert sim.max_rate >= 8
-    assert sim.max_rate_by_key[KEY] == 7 and sim.max_rate_by_key["sk-other"] == 1
+    # The one-second windows are computed from the arrival times, not assumed: a busy machine
+    # may spread these requests over more than a second.
+    mine = [r.time for r in sim.requests if r.key == KEY]
+    assert sim.max_rate == most_in_one_second([r.time for r in sim.requests])
+    assert sim.max_rate_by_key[KEY] == most_in_one_second(mine)
+    assert sim.max_rate_by_key["sk-other"] == 1
 
 
 async def test_latency(sim: BasetenSimulator, client: httpx.AsyncClient) -> None:
-    sim.faults.latency = 0.2
+    latency = 0.5
+    sim.faults.latency = latency
     started = time.monotonic()
     assert (await client.get(EP)).status_code == 200
-    assert time.monotonic() - started >= 0.2
+    assert time.monotonic() - started >= latency  # a lower bound: load only adds to it
     sim.faults.reset()
+    # A latency left after the reset would make this take at least `latency`; without one it is
+    # a loopback request (milliseconds, tens on a busy machine), so the bound has ~0.5 s margin.
     started = time.monotonic()
     await client.get(EP)
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < latency
 
 
 async def test_fail_next(sim: BasetenSimulator, client: httpx.AsyncClient) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import io
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from aigw_operator import FINALIZER, drain
 from aigw_operator.cli import main
 from aigw_operator.simulators.baseten import BasetenSimulator
+from aigw_operator.simulators.kubectl import cr_path
 from tests.conftest import KubeEnv, OperatorRunner
 
 PLURAL = "gatewayendpoints"
@@ -70,7 +74,7 @@ async def test_dry_run_changes_nothing(kube_env: KubeEnv, emulator_url: str) -> 
     await held(kube_env, "kept", [FINALIZER])
     out = io.StringIO()
     assert await drain.run(emulator_url, dry_run=True, verify_after=0, out=out) == 0
-    assert "would release GatewayEndpoint test/kept" in out.getvalue()
+    assert f"would release GatewayEndpoint {kube_env.kube.namespace}/kept" in out.getvalue()
     obj = await kube_env.kube.get(PLURAL, "kept")
     assert obj is not None and obj["metadata"]["finalizers"] == [FINALIZER]
 
@@ -106,8 +110,46 @@ async def test_kubeconfig_login(kube_env: KubeEnv, emulator_url: str, tmp_path: 
     assert obj is not None and not obj["metadata"].get("finalizers")
 
 
+class UntilFinalizerBack(ModuleType):
+    """Stands in for ``asyncio`` inside :mod:`aigw_operator.drain`, whose only sleep is the
+    ``--verify-after`` wait (it comes after the release): that wait ends as soon as the
+    finalizer is seen back on the object, or after the full delay as before.
+
+    Why: a fixed wait races the operator, and a busy machine can lose that race. With this,
+    the drain's check runs right after the operator put the finalizer back, however long that
+    took (up to the delay), so the test still fails if the drain misses a finalizer that is
+    back, or if the operator does not put it back (then the full delay passes first); and
+    :attr:`waited` shows whether the drain waited at all.
+    """
+
+    def __init__(self, kube_api_url: str, path: str) -> None:
+        super().__init__("asyncio")
+        self.kube_api_url = kube_api_url
+        self.path = path
+        self.waited: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with httpx.AsyncClient(base_url=self.kube_api_url) as http:
+            while loop.time() - started < delay:
+                response = await http.get(self.path)
+                if response.status_code == 200 and FINALIZER in response.json()["metadata"].get("finalizers", []):
+                    break
+                await asyncio.sleep(0.05)
+        self.waited.append(loop.time() - started)
+
+
 async def test_uninstall_with_the_real_operator(
-    kube_env: KubeEnv, emulator_url: str, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+    kube_env: KubeEnv,
+    emulator_url: str,
+    baseten: BasetenSimulator,
+    operator: OperatorRunner,
+    credentials: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The documented sequence: the operator ran, is uninstalled, a resource is deleted afterwards
     and hangs on the finalizer; drain lets it go and leaves the Baseten endpoint alone (orphaned)."""
@@ -117,7 +159,13 @@ async def test_uninstall_with_the_real_operator(
     endpoint_id = ready["status"]["id"]
 
     # While the operator runs, it takes the finalizer straight back: drain says so and fails.
-    assert await asyncio.to_thread(main, ["drain", "--kube-api-url", emulator_url, "--verify-after", "3"]) == 1
+    # The verify wait is cut short once the finalizer is back (see UntilFinalizerBack), so 30 s
+    # is only the ceiling a broken operator would cost, not a race the operator must win.
+    gate = UntilFinalizerBack(emulator_url, cr_path(PLURAL, kube_env.kube.namespace, "glm"))
+    with monkeypatch.context() as patched:
+        patched.setattr(drain, "asyncio", gate)
+        assert await asyncio.to_thread(main, ["drain", "--kube-api-url", emulator_url, "--verify-after", "30"]) == 1
+    assert gate.waited and gate.waited[-1] < 30  # it waited, and the finalizer came back first
     await kube_env.kube.wait_for(PLURAL, "glm", lambda o: bool(o and FINALIZER in o["metadata"]["finalizers"]))
 
     await operator.stop()

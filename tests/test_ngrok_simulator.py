@@ -415,9 +415,19 @@ async def test_rate_limit_burst(sim: NgrokSimulator, client: httpx.AsyncClient) 
 
 
 async def test_token_bucket_per_key(sim: NgrokSimulator, client: httpx.AsyncClient) -> None:
-    sim.rate_limit = 2
-    statuses = [(await client.get(PROVIDERS)).status_code for _ in range(4)]
-    assert statuses[:2] == [200, 200] and 429 in statuses[2:]
+    rate = 2  # requests per second; the bucket holds one second's worth
+    sim.rate_limit = rate
+    # Back to back until the first 429, not a fixed four: a busy machine refills a token every
+    # 1/rate s while they go out. The full bucket passes the first `rate` whatever the load, and
+    # no more pass than it held plus its refill between the first arrival and the 429's (each is
+    # answered before the next is sent). Fails with no bucket (no 429 in 100) or a bigger one.
+    statuses: list[int] = []
+    while 429 not in statuses and len(statuses) < 100:
+        statuses.append((await client.get(PROVIDERS)).status_code)
+    assert 429 in statuses, statuses
+    passed = statuses.index(429)
+    refill = (sim.requests[passed].time - sim.requests[0].time) * rate
+    assert statuses[:passed] == [200] * passed and rate <= passed <= rate + refill, (statuses, refill)
     throttled = next(r for r in sim.requests if r.status == 429)
     assert throttled.key == KEY
     sim.rate_limit = None
@@ -444,19 +454,26 @@ async def test_lost_response_still_creates(sim: NgrokSimulator, client: httpx.As
 
 
 async def test_latency_and_client_timeout(sim: NgrokSimulator, client: httpx.AsyncClient) -> None:
-    sim.faults.latency = 0.2
+    latency = 0.5
+    sim.faults.latency = latency
+    # The server sleeps `latency` before it answers, so a client timeout ten times shorter
+    # always fires first, however slow the machine.
     with pytest.raises(httpx.ReadTimeout):
-        await client.post(PROVIDERS, json=body(), timeout=0.05)
-    # The server finishes the write after the client gave up, as a slow upstream does.
-    for _ in range(50):
+        await client.post(PROVIDERS, json=body(), timeout=latency / 10)
+    # The server finishes the write after the client gave up, as a slow upstream does. Each
+    # sleep lasts at least 0.02 s, so this waits at least the latency plus ten seconds of margin
+    # (load only lengthens it) before it gives up.
+    for _ in range(int((latency + 10.0) / 0.02)):
         if sim.providers:
             break
         await asyncio.sleep(0.02)
     assert [p["providerId"] for p in sim.providers.values()] == ["internal-vllm"]
     sim.faults.reset()
+    # A latency left after the reset would make this take at least `latency`; without one it is
+    # a loopback request (milliseconds, tens on a busy machine): ~0.5 s of margin either way.
     started = time.monotonic()
     assert (await client.get(PROVIDERS)).status_code == 200
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < latency
 
 
 # ----------------------------------------------------------------------------- accounting, out of band

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from aigw_operator.workqueue import Wake, WorkQueue
 
@@ -13,6 +14,7 @@ class Recorder:
     def __init__(self, duration: float = 0.0) -> None:
         self.duration = duration
         self.started: list[str] = []
+        self.started_at: dict[str, list[float]] = {}  # loop time of each start, per key
         self.ended: list[str] = []
         self.running: set[str] = set()
         self.overlaps: list[str] = []
@@ -23,6 +25,7 @@ class Recorder:
             self.overlaps.append(key)
         self.running.add(key)
         self.started.append(key)
+        self.started_at.setdefault(key, []).append(asyncio.get_running_loop().time())
         try:
             await asyncio.sleep(self.duration)
         finally:
@@ -52,15 +55,24 @@ async def test_objects_run_in_the_order_they_became_due() -> None:
 
 
 async def test_the_step_delay_requeues_and_none_waits_for_a_wake() -> None:
+    delay = 0.05
     step = Recorder()
-    step.delays = {"poll": 0.05, "idle": None}
+    step.delays = {"poll": delay, "idle": None}
     queue = WorkQueue("test", step, workers=2)
     queue.start()
     queue.schedule("poll", 0.0)
     queue.schedule("idle", 0.0)
-    await asyncio.sleep(0.3)
+    # Counts and gaps, not a count within a fixed sleep (which a busy machine shrinks): the
+    # delay requeues (fails if it does not: "poll" never reaches 5 runs), never sooner than the
+    # delay (fails if the delay is ignored or shortened: gaps near 0), while None never requeues
+    # ("idle" ran once over at least four delays). Load only lengthens gaps and the timeout is
+    # 100 delays, so neither bound can trip on a slow machine. The 10% margin is for timer
+    # granularity: asyncio may fire a timer up to its clock resolution early.
+    await eventually(lambda: step.started.count("poll") >= 5, timeout=100 * delay)
+    starts = step.started_at["poll"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.9 * delay, gaps
     assert step.started.count("idle") == 1
-    assert 4 <= step.started.count("poll") <= 7
     queue.schedule("idle", 0.0)  # a change of the resource wakes it
     await eventually(lambda: step.started.count("idle") == 2)
     queue.forget("poll")

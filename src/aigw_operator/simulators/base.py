@@ -17,7 +17,9 @@ Every request goes through one pipeline (:meth:`SimulatorServer._dispatch`):
 5. the per-key token bucket (``rate_limit``, requests per second, None = off);
 6. the route handler;
 7. contract checking of the exchange, when enabled;
-8. :meth:`Faults.lose_next_response`: the work is done but the connection is
+8. :meth:`Faults.hold_next_response`: the work is done and the answer waits
+   until the test releases it;
+9. :meth:`Faults.lose_next_response`: the work is done but the connection is
    aborted instead of answering.
 
 Subclasses supply routes (:meth:`SimulatorServer.routes`), their error body
@@ -112,6 +114,53 @@ class RequestRecord:
     time: float  # time.monotonic() at arrival
     status: int | None = None  # what was (or, if lost, would have been) answered
     lost: bool = False  # processed, then the connection was dropped without a response
+    #: Request headers, names lower-cased (HTTP names are case-insensitive), credentials
+    #: redacted by :func:`redact_headers`: a log of requests must not become a store of keys.
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """The request's ``name`` header (any case), None when it was not sent."""
+        return self.headers.get(name.lower())
+
+
+#: Headers that carry a credential; their values are never recorded.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
+REDACTED = "<redacted>"
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with lower-cased names and every credential replaced by ``<redacted>``.
+
+    An ``Authorization`` value keeps its scheme (``Bearer <redacted>``), so a test can still
+    check which scheme a client used without the key itself being stored anywhere.
+    """
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        kept = value
+        if lower in CREDENTIAL_HEADERS:
+            scheme, sep, _ = value.partition(" ")
+            kept = f"{scheme} {REDACTED}" if sep and lower.endswith("authorization") else REDACTED
+        # A repeated header is one comma-joined value, as RFC 9110 section 5.3 allows.
+        out[lower] = f"{out[lower]}, {kept}" if lower in out else kept
+    return out
+
+
+@dataclass
+class Hold:
+    """One request processed by the simulator whose answer waits for :meth:`release`: while it
+    waits, the upstream's effect stands and the client provably does not know the outcome."""
+
+    method: str
+    reached: asyncio.Event = field(default_factory=asyncio.Event)  # processed, answer waiting
+    record: RequestRecord | None = None  # the held request, once it has come
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def wait_released(self) -> None:
+        await self._released.wait()
 
 
 @dataclass
@@ -123,6 +172,7 @@ class Faults:
     _throttles: deque[int] = field(default_factory=deque)
     _losses: dict[str, int] = field(default_factory=dict)
     _slowdowns: deque[tuple[str | None, float]] = field(default_factory=deque)
+    _holds: deque[Hold] = field(default_factory=deque)
 
     def fail_next(self, n: int = 1, status: int = 500) -> None:
         """The next ``n`` requests answer ``status`` in the upstream's error shape, unprocessed."""
@@ -143,7 +193,25 @@ class Faults:
         key = method.upper() if method else None
         self._slowdowns.extend([(key, seconds)] * n)
 
+    def hold_next_response(self, method: str) -> Hold:
+        """The next request of ``method`` is processed, then its answer waits until the returned
+        hold is released (a kill in that window lands after the upstream's effect and before the
+        client can act on it, whatever else is slow)."""
+        hold = Hold(method.upper())
+        self._holds.append(hold)
+        return hold
+
+    def take_hold(self, method: str) -> Hold | None:
+        for index, hold in enumerate(self._holds):
+            if hold.method == method.upper():
+                del self._holds[index]
+                return hold
+        return None
+
     def reset(self) -> None:
+        for hold in self._holds:
+            hold.release()
+        self._holds.clear()
         self.latency = 0.0
         self._failures.clear()
         self._throttles.clear()
@@ -357,6 +425,7 @@ class SimulatorServer:
             body=body.text if isinstance(body, _Invalid) else body,
             key=key,
             time=now,
+            headers=redact_headers(request.headers),
         )
         self.requests.append(record)
         self._observe_rate(key, now)
@@ -373,6 +442,12 @@ class SimulatorServer:
 
         if route is not None and route.contract and self.contract_checker is not None:
             self._check_contract(call, raw, response)
+
+        hold = self.faults.take_hold(request.method)
+        if hold is not None:
+            hold.record = record
+            hold.reached.set()
+            await hold.wait_released()
 
         if self.faults.take_loss(request.method):
             record.lost = True

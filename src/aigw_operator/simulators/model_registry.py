@@ -13,13 +13,23 @@ import json
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from aigw_operator.simulators.base import ApiError, Call, Handler, Json, Route, SimulatorServer, _Invalid
+from aigw_operator.simulators.contract import ContractChecker
 
 PREFIX = "/api/v1/models"
+# The spec's paths (its server URL ends in /api/v1), every one the simulator serves.
+REGISTRY_SPEC_PATHS = (
+    "/models/",
+    "/models/{name}",
+    "/models/types/",
+    "/models/types/{dtype}",
+    "/models/types/{dtype}/schema",
+)
 DEFAULT_TENANT = "root"
 TENANT_HEADER = "X-Tenant-Name"
 
@@ -87,6 +97,14 @@ _LIST_FIELDS = tuple(f for f in _FULL_FIELDS if f != "updated_at")  # ModelListI
 _PATCH_NEEDS_A_FIELD = "At least one field (name, summary, or tags) must be provided"
 
 
+def default_spec_path() -> Path:
+    """Our OpenAPI document for the registry, shipped beside this module (package data).
+
+    Unlike the vendors' specs in ``shared/openapi/`` it is ours: Syft Space publishes none.
+    """
+    return Path(__file__).with_name("model_registry.openapi.yaml")
+
+
 def iso8601(moment: datetime) -> str:
     """A timestamp as pydantic v2 writes an aware UTC datetime: ``Z``, microseconds only when non-zero."""
     text = moment.astimezone(UTC).isoformat()
@@ -151,6 +169,11 @@ class ModelRegistrySimulator(SimulatorServer):
     - 429s come only from the base's faults and token bucket, with ``Retry-After``;
       the server itself has no rate limit.
     - Timestamps: ISO 8601 in UTC with ``Z`` (see :func:`iso8601`).
+
+    With ``contract=True`` every exchange on these routes (the 307 and 405 answers
+    included, so a client using a path or method the API does not serve is reported)
+    is checked against our OpenAPI document for the registry (:func:`default_spec_path`,
+    closed objects; see :mod:`.contract`) and violations collect in ``contract_violations``.
     """
 
     upstream_name = "model registry"
@@ -163,11 +186,14 @@ class ModelRegistrySimulator(SimulatorServer):
         default_tenant: str = DEFAULT_TENANT,
         patch_echoes_endpoints: bool = False,
         clock: Callable[[], datetime] | None = None,
+        contract: bool = False,
+        spec_path: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         rate_limit: float | None = None,
     ) -> None:
-        super().__init__(host=host, port=port, rate_limit=rate_limit)
+        checker = ContractChecker(spec_path or default_spec_path(), REGISTRY_SPEC_PATHS) if contract else None
+        super().__init__(host=host, port=port, rate_limit=rate_limit, contract_checker=checker)
         #: None or "" turns auth off, as an unset ``admin_api_key`` does on the server.
         self.admin_key = admin_key
         #: Known tenant names (the default one included); None = multi-tenancy disabled.
