@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
-from aigw_operator.crds import all_crds
+from aigw_operator.crds import all_crds, all_kinds
 from aigw_operator.operator import run
 from aigw_operator.settings import Settings, UpstreamSettings
 from aigw_operator.simulators.admission import admit
 from aigw_operator.simulators.base import SimulatorServer
 from aigw_operator.simulators.baseten import BasetenSimulator
-from aigw_operator.simulators.kubectl import Kube
+from aigw_operator.simulators.kubectl import Kube, cr_path
 from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
 from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
@@ -40,49 +40,183 @@ OPENAI_KEY = "sk-canary-openai-key-0f3e9d"
 TOGETHER_KEY = "together-test-key-6c02d4"
 
 
+# Teardown bounds: generous for a real API server, whose namespace controller deletes a namespace
+# (and what it holds) after the request has returned; the emulator finishes each step at once.
+RELEASE_SECONDS = 5.0  # for the test's operator to finalize the resources the test left
+GONE_SECONDS = 60.0  # for stripped resources, then the namespace, to disappear
+
+
 @dataclass
 class KubeEnv:
+    # Bound to the test's own namespace, kube.namespace: nothing else may name one.
     kube: Kube
     # Set for the emulator; None against a real cluster (the operator then uses the kubeconfig).
     url: str | None
     emulator: KubeEmulator | None
+    # The canary scan has run: once per test, before the first teardown step deletes anything.
+    scanned: bool = False
 
 
 @pytest.fixture
 async def kube_env() -> AsyncIterator[KubeEnv]:
+    """The Kubernetes API with a fresh namespace of the test's own, ``t-<8 hex>``, in both modes:
+    no object of an earlier test is in it, and an expectation that hard-codes a namespace fails
+    against the emulator too, not only on a cluster. The same set-up and teardown serve both
+    modes; only the way to reach the API differs."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
     kubeconfig = os.environ.get("AIGW_TEST_KUBECONFIG")
-    if kubeconfig:
-        async with _real_cluster(kubeconfig) as env:
-            yield env
-        return
-    emulator = KubeEmulator(admission=admit)
-    async with KubeEmulatorServer(emulator) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        kube = Kube(http, namespace="test")
-        await kube.ensure_namespace("test")
+    async with contextlib.AsyncExitStack() as stack:
+        if kubeconfig:
+            http = await stack.enter_async_context(_real_cluster_client(kubeconfig))
+            env = KubeEnv(kube=Kube(http, namespace=namespace), url=None, emulator=None)
+        else:
+            emulator = KubeEmulator(admission=admit)
+            server = await stack.enter_async_context(KubeEmulatorServer(emulator))
+            http = await stack.enter_async_context(httpx.AsyncClient(base_url=server.url, timeout=10))
+            env = KubeEnv(kube=Kube(http, namespace=namespace), url=server.url, emulator=emulator)
         for crd in all_crds():
-            await kube.apply_crd(crd)
-        yield KubeEnv(kube=kube, url=server.url, emulator=emulator)
-        await _scan_for_canaries(http)
+            await env.kube.apply_crd(crd)
+        response = await http.post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
+        # 201 only: a 409 would mean the name is an earlier test's, whose objects could still be there.
+        assert response.status_code == 201, response.text
+        try:
+            yield env
+        finally:
+            await _teardown(env)
 
 
-async def _scan_for_canaries(http: httpx.AsyncClient) -> None:
-    """No key may reach an Event or a status (or anywhere else in a custom resource)."""
-    paths = ["/api/v1/events"] + [
-        f"/apis/{c['spec']['group']}/v1alpha1/{c['spec']['names']['plural']}" for c in all_crds()
-    ]
-    for path in paths:
-        items = (await http.get(path)).json().get("items", [])
-        key = "events" if path.endswith("/events") else "resources"
-        _scanned[key] += len(items)
-        for item in items:
-            text = json.dumps(item)
-            leaked = [c[:6] for c in CANARIES if c in text]
-            _scanned["leaks"] += len(leaked)
-            assert not leaked, f"{path}: a key ({leaked}...) is in {item.get('metadata', {}).get('name')}"
+async def scan_for_canaries(env: KubeEnv) -> None:
+    """No key may reach an Event or a status (or anywhere else in a custom resource) of the test's
+    namespace. Once per test, before the operator's release or the teardown deletes anything."""
+    if env.scanned:
+        return
+    env.scanned = True
+    events = [("Event", event) for event in await env.kube.events()]
+    resources = await _resources(env.kube)
+    _scanned["events"] += len(events)
+    _scanned["resources"] += len(resources)
+    for where, item in events + resources:
+        text = json.dumps(item)
+        leaked = [c[:6] for c in CANARIES if c in text]
+        _scanned["leaks"] += len(leaked)
+        assert not leaked, f"{where}: a key ({leaked}...) is in {item.get('metadata', {}).get('name')}"
+
+
+async def _resources(kube: Kube) -> list[tuple[str, dict[str, Any]]]:
+    """(plural, object) for every aigw.dev resource of every kind in the test's namespace."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for info in all_kinds():
+        response = await kube.http.get(cr_path(info.plural, kube.namespace))
+        response.raise_for_status()  # a list that fails must not pass for an empty one
+        found += [(info.plural, item) for item in response.json().get("items") or []]
+    return found
+
+
+def _ok_or_gone(response: httpx.Response) -> None:
+    # 404: already gone (finalized meanwhile, or removed by the namespace controller): fine.
+    if response.status_code != 404:
+        response.raise_for_status()
+
+
+async def _each(calls: list[Awaitable[None]], limit: int = 16) -> None:
+    """Await ``calls`` a few at a time: the load test leaves a thousand resources."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[None]) -> None:
+        async with semaphore:
+            await call
+
+    await asyncio.gather(*(one(call) for call in calls))
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def release_resources(kube: Kube, timeout: float = RELEASE_SECONDS) -> None:
+    """Delete what the test left while its operator still runs, and give the operator ``timeout``
+    to finalize it, as it would in production. What it has not released by then (say a resource
+    whose upstream refuses the delete) is stripped of its finalizer once the operator has stopped."""
+    left = await _resources(kube)
+
+    async def delete(plural: str, obj: dict[str, Any]) -> None:
+        if not obj["metadata"].get("deletionTimestamp"):
+            _ok_or_gone(await kube.delete(plural, obj["metadata"]["name"]))
+
+    await _each([delete(plural, obj) for plural, obj in left])
+
+    async def released() -> bool:
+        return not await _resources(kube)
+
+    await _until(released, timeout)
+    _teardown_counts["released"] += len(left) - len(await _resources(kube))
+
+
+async def _teardown(env: KubeEnv) -> None:
+    # An operator still running would put finalizers back while they are being stripped.
+    stray = [runner for runner in _running if runner.running]
+    try:
+        await scan_for_canaries(env)
+    finally:
+        try:
+            for runner in stray:
+                await runner.kill()
+        finally:
+            await _delete_namespace(env.kube)
+    assert not stray, f"the test left {len(stray)} operator(s) running"
+
+
+async def _delete_namespace(kube: Kube) -> None:
+    """Nothing of the test stays behind, in either mode: no resource waits on a finalizer (its
+    operator has stopped, nobody else would take it off, and the namespace would hang Terminating
+    with it), then the namespace goes and is waited for until the API server no longer has it."""
+
+    async def strip_and_delete(plural: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if obj["metadata"].get("finalizers"):
+            _teardown_counts["stripped"] += 1
+            _ok_or_gone(await kube.patch_meta(plural, name, {"finalizers": None}))
+        _ok_or_gone(await kube.delete(plural, name))
+
+    await _each([strip_and_delete(plural, obj) for plural, obj in await _resources(kube)])
+    # Credentials Secrets the operator protects while resources need them (secret_protection).
+    secrets = (await kube.http.get(f"/api/v1/namespaces/{kube.namespace}/secrets")).json().get("items") or []
+    for secret in secrets:
+        if secret["metadata"].get("finalizers"):
+            _teardown_counts["stripped"] += 1
+            _ok_or_gone(
+                await kube.http.patch(
+                    f"/api/v1/namespaces/{kube.namespace}/secrets/{secret['metadata']['name']}",
+                    json={"metadata": {"finalizers": None}},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
+            )
+
+    async def no_resources() -> bool:
+        return not await _resources(kube)
+
+    assert await _until(no_resources, GONE_SECONDS), f"left in {kube.namespace}: {await _resources(kube)}"
+    path = f"/api/v1/namespaces/{kube.namespace}"
+    _ok_or_gone(await kube.http.delete(path))
+
+    async def namespace_gone() -> bool:
+        response = await kube.http.get(path)
+        if response.status_code == 404:
+            return True
+        response.raise_for_status()
+        return False
+
+    assert await _until(namespace_gone, GONE_SECONDS), f"namespace {kube.namespace} still there after {GONE_SECONDS}s"
+    _teardown_counts["namespaces"] += 1
 
 
 @contextlib.asynccontextmanager
-async def _real_cluster(kubeconfig: str) -> AsyncIterator[KubeEnv]:
+async def _real_cluster_client(kubeconfig: str) -> AsyncIterator[httpx.AsyncClient]:
     from kubernetes import client, config
 
     configuration = client.Configuration()
@@ -94,17 +228,10 @@ async def _real_cluster(kubeconfig: str) -> AsyncIterator[KubeEnv]:
         headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
     cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
     verify: Any = configuration.ssl_ca_cert or configuration.verify_ssl
+    # The operator (kopf) finds the cluster through it; make_settings() leaves kube_api_url unset.
     os.environ["KUBECONFIG"] = kubeconfig
-    namespace = f"aigw-test-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient(base_url=configuration.host, headers=headers, verify=verify, cert=cert) as http:
-        kube = Kube(http, namespace=namespace)
-        for crd in all_crds():
-            await kube.apply_crd(crd)
-        await kube.ensure_namespace(namespace)
-        try:
-            yield KubeEnv(kube=kube, url=None, emulator=None)
-        finally:
-            await http.delete(f"/api/v1/namespaces/{namespace}")
+        yield http
 
 
 @pytest.fixture
@@ -123,8 +250,9 @@ async def together() -> AsyncIterator[TogetherSimulator]:
 
 @pytest.fixture
 async def registry() -> AsyncIterator[ModelRegistrySimulator]:
-    async with ModelRegistrySimulator(admin_key=REGISTRY_KEY, tenants=["team-a"]) as sim:
+    async with ModelRegistrySimulator(admin_key=REGISTRY_KEY, tenants=["team-a"], contract=True) as sim:
         yield sim
+        assert sim.contract_violations == [], sim.contract_violations
 
 
 @pytest.fixture
@@ -135,16 +263,22 @@ async def baseten() -> AsyncIterator[BasetenSimulator]:
 
 
 def make_settings(
-    kube_url: str | None,
+    env: KubeEnv,
     baseten_url: str,
     ngrok_url: str = "http://127.0.0.1:9",
     registry_url: str = "http://127.0.0.1:9",
     together_url: str = "http://127.0.0.1:9",
     **overrides: Any,
 ) -> Settings:
+    if not isinstance(env, KubeEnv):
+        # Callers once passed kube_env.url; the namespace is what matters now, so say so.
+        raise TypeError("make_settings() takes the KubeEnv: the operator watches only the test's namespace")
     fast = {"timeout": 1.0, "max_retries": 2, "backoff_base": 0.05, "backoff_cap": 0.2, "max_inline_retry_after": 5.0}
     values: dict[str, Any] = {
-        "kube_api_url": kube_url,
+        "kube_api_url": env.url,
+        # Only the test's namespace: an operator watching the cluster picks up the objects of earlier
+        # tests (still Terminating on a real cluster) and reconciles them against this test's simulators.
+        "namespaces": [env.kube.namespace],
         "metrics_port": 0,  # one /metrics server per process, on a free port
         "resync_interval": 30.0,
         "short_poll_interval": 0.5,
@@ -166,15 +300,18 @@ def make_settings(
 class OperatorRunner:
     """The real kopf operator in its own thread and event loop, as in production it has its own
     process: kopf cancels every task of its loop when it stops, which must not hit the test's own
-    simulators. It can be stopped politely, or killed hard (its task cancelled mid-flight)."""
+    simulators. It can be stopped politely, or killed hard (its loop stopped mid-flight)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, cluster_wide: bool = False) -> None:
+        # cluster_wide: only where the emulator is the test's own (nothing else in it to pick up).
         self.settings = settings
+        self.cluster_wide = cluster_wide
         self.thread: threading.Thread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[None] | None = None
         self.stop_flag = threading.Event()
         self.error: BaseException | None = None
+        self.killed = False
 
     def _main(self, ready: threading.Event) -> None:
         loop = self.loop = asyncio.new_event_loop()
@@ -184,19 +321,34 @@ class OperatorRunner:
         except asyncio.CancelledError:
             pass
         except BaseException as exc:
-            self.error = exc
+            if not self.killed:  # a kill stops the loop before the task completes: expected
+                self.error = exc
         finally:
             # kopf waits for a threading.Event in an executor thread; release it, or that
             # thread outlives the operator and blocks the interpreter's exit.
             self.stop_flag.set()
-            loop.close()
+            if self.killed:
+                # What a crash leaves: tasks pending mid-await, never resumed. Closing the loop
+                # would have each of them, once collected, run its finally clauses against a
+                # closed loop (an unraisable error apiece); kept, they are never collected.
+                loop.set_exception_handler(_ignore_crash_debris)
+                _crashed.append((loop, asyncio.all_tasks(loop)))
+            else:
+                loop.close()
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
     async def start(self) -> None:
+        assert self.settings.namespaces or self.cluster_wide, "a test's operator must watch only the test's namespace"
+        self.killed = False
         self.stop_flag = threading.Event()
         ready = threading.Event()
         self.error = None
         self.thread = threading.Thread(target=self._main, args=(ready,), name="operator", daemon=True)
         self.thread.start()
+        _running.add(self)
         deadline = time.monotonic() + 15
         while not ready.is_set():
             assert self.thread.is_alive(), f"the operator exited: {self.error!r}"
@@ -208,6 +360,7 @@ class OperatorRunner:
         await asyncio.to_thread(self.thread.join, 20)
         assert not self.thread.is_alive(), "the operator did not stop within 20s"
         self.thread = None
+        _running.discard(self)
         if self.error is not None:
             raise self.error
 
@@ -218,12 +371,53 @@ class OperatorRunner:
         await self._join()
 
     async def kill(self) -> None:
-        """Cancel hard, as a crash would: whatever was in flight is cut off."""
+        """Stop hard, as a crash would: whatever was in flight is cut off and nothing more runs.
+
+        Cancelling kopf's task is not a crash: kopf then runs the cleanup handler, which lets the
+        reconciles in flight finish (an upstream call's retry, the status write after it).
+        Stopping the loop runs no further step of any task."""
         if self.thread is None:
             return
-        assert self.loop is not None and self.task is not None
-        self.loop.call_soon_threadsafe(self.task.cancel)
+        assert self.loop is not None
+        self.killed = True
+        self.loop.call_soon_threadsafe(self.loop.stop)
         await self._join()
+
+
+def _ignore_crash_debris(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # A killed operator's loop reports nothing: whatever it holds was cut off on purpose.
+    return None
+
+
+async def kill_while_held(
+    sim: SimulatorServer, method: str, act: Callable[[], Awaitable[object]], kill: Callable[[], Awaitable[None]]
+) -> None:
+    """Kill the operator between an upstream write and its record in Kubernetes, on any API server.
+
+    ``act`` makes the operator send ``method``; the simulator carries that request out, holds the
+    answer, and ``kill`` runs while the operator waits for it. However fast or slow the API server
+    and the machine, the kill lands after the upstream's effect and before the operator could know
+    the outcome, let alone write it to Kubernetes: no fault hook in the API server is needed."""
+    hold = sim.faults.hold_next_response(method)
+    try:
+        await act()
+        try:
+            await asyncio.wait_for(hold.reached.wait(), timeout=10)
+        except TimeoutError:
+            raise AssertionError(f"the operator never sent the {method}") from None
+        reached = time.monotonic()
+        await kill()
+        killed = time.monotonic()
+    finally:
+        hold.release()
+    # Had the operator's client given up on the held request before the kill (its timeout), it
+    # would have retried or looked the object up: a request after the held one.
+    assert hold.record is not None
+    after = sim.requests[sim.requests.index(hold.record) :]
+    assert after == [hold.record], (
+        f"the kill came too late: the operator had stopped waiting (kill took {killed - reached:.2f}s): "
+        + ", ".join(f"+{r.time - hold.record.time:.2f}s {r.method} {r.path} -> {r.status}" for r in after)
+    )
 
 
 @pytest.fixture
@@ -242,12 +436,18 @@ async def operator(
     registry: ModelRegistrySimulator,
     together: TogetherSimulator,
 ) -> AsyncIterator[OperatorRunner]:
-    runner = OperatorRunner(make_settings(kube_env.url, baseten.url, ngrok.url, registry.url, together.url))
+    runner = OperatorRunner(make_settings(kube_env, baseten.url, ngrok.url, registry.url, together.url))
     await runner.start()
     try:
         yield runner
     finally:
-        await runner.stop()
+        try:
+            if runner.running:
+                # The scan first: the release deletes the resources it is to look at.
+                await scan_for_canaries(kube_env)
+                await release_resources(kube_env.kube)
+        finally:
+            await runner.stop()
 
 
 @pytest.fixture
@@ -294,8 +494,15 @@ _canary_handler = _CanaryHandler()
 
 # One line per reliability area (fault matrix, bad inputs, load, security), printed at the end.
 _summaries: dict[str, str] = {}
-# Events and custom resources scanned for canary keys when each test's emulator closed.
+# Events and custom resources scanned for canary keys before each test's teardown.
 _scanned: collections.Counter[str] = collections.Counter()
+# Namespaces deleted, resources finalized by the operator at teardown, and those it had not
+# released in time (or that no running operator was left to release), stripped of their finalizer.
+_teardown_counts: collections.Counter[str] = collections.Counter()
+# Operators started and not yet stopped: one still running at teardown is the test's bug.
+_running: set[OperatorRunner] = set()
+# The loops of killed operators, with their pending tasks, kept for the session (see _main).
+_crashed: list[tuple[asyncio.AbstractEventLoop, set[asyncio.Task[Any]]]] = []
 
 
 def record_summary(area: str, line: str) -> None:
@@ -318,10 +525,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         f"{_scanned['leaks']} in {_scanned['events']} Events and {_scanned['resources']} custom resources "
         "(statuses included)"
     )
+    teardown = (
+        f"teardown: {_teardown_counts['namespaces']} namespaces deleted; {_teardown_counts['released']} resources "
+        f"released by the operator, {_teardown_counts['stripped']} stripped of their finalizer"
+    )
     if reporter is not None:
         for area, line in sorted(_summaries.items()):
             reporter.write_line(f"{area}: {line}")
         reporter.write_line(summary)
+        reporter.write_line(teardown)
     if _canary_handler.leaks:
         if reporter is not None:
             for leak in _canary_handler.leaks[:20]:

@@ -10,7 +10,7 @@ import pytest
 
 from aigw_operator.simulators.kubectl import condition
 from aigw_operator.simulators.together import TogetherSimulator
-from tests.conftest import KubeEnv, OperatorRunner
+from tests.conftest import KubeEnv, OperatorRunner, kill_while_held
 
 PLURAL = "dedicatedendpoints"
 KIND = "DedicatedEndpoint"
@@ -127,6 +127,49 @@ async def test_auto_stop_reaction(
         assert [r for r in together.requests if r.method != "GET"] == []
 
 
+async def test_without_auto_restart_a_spec_change_still_starts_an_auto_stopped_endpoint(
+    kube_env: KubeEnv, together: TogetherSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    """restartAfterAutoStop: false governs what happens without a spec change, nothing more."""
+    await kube_env.kube.create(KIND, PLURAL, "llama", spec(restartAfterAutoStop=False))
+    obj = await kube_env.kube.wait_condition(PLURAL, "llama", "Ready", "True")
+    together.auto_stop(obj["status"]["id"])
+    # The next resync finds it stopped, and leaves it so.
+    await kube_env.kube.patch_meta(PLURAL, "llama", {"annotations": {"aigw.dev/resync-seconds": "1"}})
+    await kube_env.kube.wait_condition(PLURAL, "llama", "Ready", "False", reason="AutoStopped")
+    await kube_env.kube.patch_spec(PLURAL, "llama", {"state": "Stopped"})
+    await kube_env.kube.wait_condition(PLURAL, "llama", "Ready", "False", reason="Stopped")
+    together.reset_counts()
+    await kube_env.kube.patch_spec(PLURAL, "llama", {"state": "Started"})
+    await kube_env.kube.wait_condition(PLURAL, "llama", "Ready", "True", timeout=20)
+    assert [r.body for r in together.requests if r.method == "PATCH"] == [{"state": "STARTED"}]
+    assert together.state(only(together)) == "STARTED"
+    events = await kube_env.kube.events("llama")
+    # The user's own start is a Normal Event of its own, not a warning about Together.
+    assert [(e["type"], e["reason"]) for e in events if e["reason"] in ("Started", "Restarted")] == [
+        ("Normal", "Started")
+    ]
+
+
+async def test_create_pending_mark_is_removed_once_the_id_is_recorded(
+    kube_env: KubeEnv, together: TogetherSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(KIND, PLURAL, "llama", spec())
+    obj = await kube_env.kube.wait_condition(PLURAL, "llama", "Ready", "True")
+    obj = await kube_env.kube.wait_for(
+        PLURAL, "llama", lambda o: bool(o and "aigw.dev/create-pending" not in o["metadata"].get("annotations", {}))
+    )
+    assert obj is not None and obj["status"]["id"] == only(together)
+    # Deleted out of band, it is created again, never "found" by a stale mark: one new POST.
+    together.reset_counts()
+    together.delete_out_of_band(obj["status"]["id"])
+    await kube_env.kube.patch_meta(PLURAL, "llama", {"annotations": {"aigw.dev/resync-seconds": "1"}})
+    again = await kube_env.kube.wait_for(
+        PLURAL, "llama", lambda o: bool(o and o["status"].get("id") not in (None, obj["status"]["id"]))
+    )
+    assert again is not None and together.count("POST") == 1
+
+
 async def test_lost_create_response_makes_one_endpoint(
     kube_env: KubeEnv, together: TogetherSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
@@ -140,18 +183,16 @@ async def test_lost_create_response_makes_one_endpoint(
 async def test_killed_right_after_post_makes_one_endpoint(
     kube_env: KubeEnv, together: TogetherSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
-    blocked = {"on": True}
-    if kube_env.emulator is not None:
-        kube_env.emulator[lambda req: blocked["on"] and req.subresource == "status"] << 503
-    await kube_env.kube.create(KIND, PLURAL, "llama", spec())
-    deadline = time.monotonic() + 10
-    while not any(r.method == "POST" and r.status == 200 for r in together.requests):
-        assert time.monotonic() < deadline, "the operator never POSTed"
-        await asyncio.sleep(0)
-    if kube_env.emulator is not None:
-        await asyncio.sleep(0.3)
-    await operator.kill()
-    blocked["on"] = False
+    async def create() -> None:
+        response = await kube_env.kube.create(KIND, PLURAL, "llama", spec())
+        assert response.status_code == 201, response.text
+
+    # Together starts the endpoint and holds its answer; the operator dies waiting for it.
+    await kill_while_held(together, "POST", create, operator.kill)
+    assert len(together.endpoints) == 1
+    obj = await kube_env.kube.get(PLURAL, "llama")
+    assert obj is not None
+    assert not (obj.get("status") or {}).get("id"), "the id reached the status: the kill came too late"
     await operator.start()
     obj = await kube_env.kube.wait_condition(PLURAL, "llama", "Ready", "True")
     assert len(together.endpoints) == 1 and obj["status"]["id"] in together.endpoints

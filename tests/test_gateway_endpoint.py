@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import condition
-from tests.conftest import API_KEY, KubeEnv, OperatorRunner, make_settings
+from tests.conftest import API_KEY, KubeEnv, OperatorRunner, kill_while_held, make_settings
 
 PLURAL = "gatewayendpoints"
 KIND = "GatewayEndpoint"
@@ -118,22 +118,16 @@ async def test_lost_create_response_makes_exactly_one_endpoint(
 async def test_operator_killed_between_post_and_status_write(
     kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
-    blocked = {"on": True}
-    if kube_env.emulator is not None:
-        # Deterministic: the status write after the POST fails until the operator has been killed.
-        kube_env.emulator[lambda req: blocked["on"] and req.subresource == "status"] << 503
-    await kube_env.kube.create(KIND, PLURAL, "glm", spec())
-    deadline = time.monotonic() + 10
-    while not any(r.method == "POST" and r.status == 200 for r in baseten.requests):
-        assert time.monotonic() < deadline, "the operator never POSTed"
-        await asyncio.sleep(0)
-    if kube_env.emulator is not None:
-        await asyncio.sleep(0.3)  # the operator has tried, and failed, to record the id
-    await operator.kill()
-    blocked["on"] = False
+    async def create() -> None:
+        response = await kube_env.kube.create(KIND, PLURAL, "glm", spec())
+        assert response.status_code == 201, response.text
+
+    # Baseten makes the endpoint and holds its answer; the operator dies waiting for it.
+    await kill_while_held(baseten, "POST", create, operator.kill)
+    assert len(baseten.endpoints) == 1
     obj = await kube_env.kube.get(PLURAL, "glm")
     assert obj is not None
-    assert not (obj.get("status") or {}).get("id"), "the kill came too late to test anything"
+    assert not (obj.get("status") or {}).get("id"), "the id reached the status: the kill came too late"
     await operator.start()
     obj = await kube_env.kube.wait_condition(PLURAL, "glm", "Ready", "True")
     assert len(baseten.endpoints) == 1
@@ -266,6 +260,88 @@ async def test_slug_rename_converges_under_both_api_behaviours(
     assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("mode", ["patch", "immutable", "ignore"])
+async def test_slug_rename_onto_another_resources_slug_touches_neither_endpoint(
+    mode: str, kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    baseten.slug_rename = mode  # type: ignore[assignment]
+    a = await create_ready(kube_env, "ga", slug="my-org/a", model_id="aaaaaaa")
+    b = await create_ready(kube_env, "gb", slug="my-org/b", model_id="bbbbbbb")
+    before = {id_: dict(e) for id_, e in baseten.endpoints.items()}
+    baseten.reset_counts()
+    await kube_env.kube.patch_spec(PLURAL, "ga", {"slug": "my-org/b"})
+    obj = await kube_env.kube.wait_condition(PLURAL, "ga", "Ready", "False", reason="AlreadyManaged")
+    message = condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert f"{kube_env.kube.namespace}/gb" in message and "my-org/b" in message
+    await asyncio.sleep(1.0)  # let any further reconcile of either resource happen
+    assert [r for r in baseten.requests if r.method != "GET"] == [], "nothing may be written upstream"
+    assert baseten.endpoints == before
+    after_a = await kube_env.kube.get(PLURAL, "ga")
+    after_b = await kube_env.kube.get(PLURAL, "gb")
+    assert after_a and after_b
+    assert after_a["status"]["id"] == a["status"]["id"] != after_b["status"]["id"] == b["status"]["id"]
+    assert condition(after_b, "Ready")["status"] == "True"  # type: ignore[index]
+    assert "AlreadyManaged" in [e["reason"] for e in await kube_env.kube.events("ga") if e["type"] == "Warning"]
+    # Renamed back, it is Ready again with its own endpoint.
+    await kube_env.kube.patch_spec(PLURAL, "ga", {"slug": "my-org/a"})
+    obj = await kube_env.kube.wait_condition(PLURAL, "ga", "Ready", "True")
+    assert obj["status"]["id"] == a["status"]["id"]
+
+
+async def test_two_resources_naming_one_endpoint_the_older_keeps_it_across_a_restart(
+    kube_env: KubeEnv, baseten: BasetenSimulator, credentials: str
+) -> None:
+    settings = make_settings(kube_env, baseten.url)
+    runner = OperatorRunner(settings)
+    await runner.start()
+    try:
+        first = await create_ready(kube_env, "first", slug="my-org/one")
+        await kube_env.kube.create(KIND, PLURAL, "second", spec(slug="my-org/one"))
+        await kube_env.kube.wait_condition(PLURAL, "second", "Ready", "False", reason="AlreadyManaged")
+    finally:
+        await runner.stop()
+    runner = OperatorRunner(settings)
+    await runner.start()
+    try:
+        # The unconverged "second" is reconciled first after a restart; both then every second.
+        await asyncio.sleep(1.0)
+        for name in ("second", "first"):
+            await kube_env.kube.patch_meta(PLURAL, name, {"annotations": {"aigw.dev/resync-seconds": "1"}})
+        await asyncio.sleep(2.5)
+        again_first = await kube_env.kube.get(PLURAL, "first")
+        second = await kube_env.kube.get(PLURAL, "second")
+        assert again_first and second
+        assert again_first["status"]["id"] == first["status"]["id"]
+        assert condition(again_first, "Ready")["status"] == "True"  # type: ignore[index]
+        assert condition(second, "Ready")["reason"] == "AlreadyManaged"  # type: ignore[index]
+        assert not second["status"].get("id")
+        assert len(baseten.endpoints) == 1
+    finally:
+        await runner.stop()
+
+
+@pytest.mark.parametrize("order", ["response-first", "event-first"])
+async def test_own_write_seen_by_the_watch_before_its_response_causes_no_stall(
+    order: str, kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    """A real API server may send the watch event of a write before the write's response: the
+    operator must not then wait for an event it has already had (a 5 s stall per write)."""
+    if kube_env.emulator is None:
+        pytest.fail("this test orders the API server's answers, which only the emulator can do")
+    kube_env.emulator.write_order = order
+    if order == "event-first":
+        # Sent first is not yet handled first: hold each response long enough for the operator
+        # to have processed the event, as happens on a busy real server.
+        kube_env.emulator.response_delay = 0.3
+    await create_ready(kube_env)
+    started = time.monotonic()
+    await kube_env.kube.patch_spec(PLURAL, "glm", {"targets": [{"provider": "BASETEN", "modelId": "7mP2wqe"}]})
+    await kube_env.kube.wait_for(PLURAL, "glm", lambda o: bool(o and o["status"].get("observedGeneration") == 2))
+    # The stall this guards against is operator._CATCH_UP_SECONDS (5 s); the change itself takes
+    # well under a second, so 4 s leaves a loaded machine room and still catches the stall.
+    assert time.monotonic() - started < 4.0
+
+
 async def test_upstream_refusal_is_reported_once_without_retry_storm(
     kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
@@ -322,7 +398,7 @@ async def test_api_key_never_leaks(
 
 
 async def test_operator_default_credentials(kube_env: KubeEnv, baseten: BasetenSimulator) -> None:
-    settings = make_settings(kube_env.url, baseten.url)
+    settings = make_settings(kube_env, baseten.url)
     settings.baseten = settings.baseten.model_copy(update={"api_key": SecretStr(API_KEY)})
     runner = OperatorRunner(settings)
     await runner.start()

@@ -183,7 +183,7 @@ async def test_thousand_endpoints_converge_under_faults_and_throttling(
         max_inline_retry_after=5.0,
         rate_limit_per_second=RATE_LIMIT,
     )
-    runner = OperatorRunner(make_settings(kube_env.url, baseten.url, baseten=upstream))
+    runner = OperatorRunner(make_settings(kube_env, baseten.url, baseten=upstream))
     monitor = Monitor(baseline_mb=rss_mb(), peak_mb=rss_mb())
     bursts = 0
 

@@ -20,7 +20,11 @@ WATCHED = {"aigw.dev/watch": "true"}
 ROTATED = "sk-rotated-key-123456"
 BACKUP = "sk-backup-value-77"
 SECRETS = "/v1/secrets"
-BASETEN_SECRET = "aigw_test_openai_apiKey"
+
+
+def baseten_secret(env: KubeEnv, secret: str = "openai") -> str:
+    """The Baseten secret the operator makes for key apiKey of ``secret`` in the test's namespace."""
+    return f"aigw_{env.kube.namespace}_{secret}_apiKey"
 
 
 def endpoint_spec(slug: str = "my-org/gpt", secret: str = "openai", **extra: Any) -> dict[str, Any]:
@@ -58,12 +62,12 @@ async def test_secret_ref_becomes_a_baseten_secret(
 ) -> None:
     await kube_env.kube.create("GatewayEndpoint", "gatewayendpoints", "gpt", endpoint_spec())
     obj = await kube_env.kube.wait_condition("gatewayendpoints", "gpt", "Ready", "True")
-    stored = baseten.secrets[BASETEN_SECRET]
+    stored = baseten.secrets[baseten_secret(kube_env)]
     assert stored.value == OPENAI_KEY
     [endpoint] = baseten.endpoints.values()
     assert endpoint["targets"][0]["secret_id"] == stored.id
     [record] = obj["status"]["secrets"]
-    assert record["name"] == BASETEN_SECRET and record["id"] == stored.id
+    assert record["name"] == baseten_secret(kube_env) and record["id"] == stored.id
     assert record["secretName"] == "openai" and record["key"] == "apiKey" and record["secretVersion"]
     assert baseten.count("POST", SECRETS) == 1
 
@@ -74,18 +78,18 @@ async def test_rotation_is_one_upsert_with_the_same_id_and_no_endpoint_change(
     await kube_env.kube.put_secret("openai", {"apiKey": OPENAI_KEY}, labels=WATCHED)
     await kube_env.kube.create("GatewayEndpoint", "gatewayendpoints", "gpt", endpoint_spec())
     obj = await kube_env.kube.wait_condition("gatewayendpoints", "gpt", "Ready", "True")
-    secret_id = baseten.secrets[BASETEN_SECRET].id
+    secret_id = baseten.secrets[baseten_secret(kube_env)].id
     version = obj["status"]["secrets"][0]["secretVersion"]
     baseten.reset_counts()
     started = time.monotonic()
     await kube_env.kube.put_secret("openai", {"apiKey": ROTATED}, labels=WATCHED)
     # The default resync is 30 s here: only the watch on labelled Secrets explains seconds.
-    await until(lambda: baseten.secrets[BASETEN_SECRET].value == ROTATED, what="the rotated value in Baseten")
+    await until(lambda: baseten.secrets[baseten_secret(kube_env)].value == ROTATED, what="the rotated value in Baseten")
     assert time.monotonic() - started < 5
     obj = await kube_env.kube.wait_for(
         "gatewayendpoints", "gpt", lambda o: bool(o and o["status"]["secrets"][0]["secretVersion"] != version)
     )
-    assert baseten.secrets[BASETEN_SECRET].id == secret_id == obj["status"]["secrets"][0]["id"]
+    assert baseten.secrets[baseten_secret(kube_env)].id == secret_id == obj["status"]["secrets"][0]["id"]
     assert baseten.count("POST", SECRETS) == 1
     # The endpoint kept its secret_id and was never touched: no downtime.
     assert [r.method for r in baseten.requests if r.route.startswith("/v1/gateway") and r.method != "GET"] == []
@@ -100,7 +104,7 @@ async def test_unlabelled_secret_is_picked_up_at_the_next_resync(
     )
     await kube_env.kube.wait_condition("gatewayendpoints", "gpt", "Ready", "True")
     await kube_env.kube.put_secret("openai", {"apiKey": ROTATED})
-    await until(lambda: baseten.secrets[BASETEN_SECRET].value == ROTATED, what="the rotated value in Baseten")
+    await until(lambda: baseten.secrets[baseten_secret(kube_env)].value == ROTATED, what="the rotated value in Baseten")
 
 
 async def test_shared_secret_is_deleted_with_its_last_user_only(
@@ -110,11 +114,11 @@ async def test_shared_secret_is_deleted_with_its_last_user_only(
     await kube_env.kube.create("GatewayEndpoint", "gatewayendpoints", "b", endpoint_spec("my-org/b"))
     a = await kube_env.kube.wait_condition("gatewayendpoints", "a", "Ready", "True")
     b = await kube_env.kube.wait_condition("gatewayendpoints", "b", "Ready", "True")
-    assert list(baseten.secrets) == [BASETEN_SECRET]
+    assert list(baseten.secrets) == [baseten_secret(kube_env)]
     assert a["status"]["secrets"][0]["id"] == b["status"]["secrets"][0]["id"]
     await kube_env.kube.delete("gatewayendpoints", "a")
     await kube_env.kube.wait_gone("gatewayendpoints", "a")
-    assert list(baseten.secrets) == [BASETEN_SECRET], "still used by b"
+    assert list(baseten.secrets) == [baseten_secret(kube_env)], "still used by b"
     await kube_env.kube.delete("gatewayendpoints", "b")
     await kube_env.kube.wait_gone("gatewayendpoints", "b")
     assert baseten.secrets == {} and baseten.endpoints == {}
@@ -127,7 +131,7 @@ async def test_orphaned_endpoint_keeps_its_secret(
     await kube_env.kube.wait_condition("gatewayendpoints", "gpt", "Ready", "True")
     await kube_env.kube.delete("gatewayendpoints", "gpt")
     await kube_env.kube.wait_gone("gatewayendpoints", "gpt")
-    assert list(baseten.secrets) == [BASETEN_SECRET] and len(baseten.endpoints) == 1
+    assert list(baseten.secrets) == [baseten_secret(kube_env)] and len(baseten.endpoints) == 1
 
 
 async def test_switching_to_a_secret_id_releases_the_managed_secret(
@@ -159,11 +163,11 @@ async def test_missing_secret_is_reported_then_recovers(
     obj = await kube_env.kube.wait_condition("gatewayendpoints", "gpt", "Ready", "False")
     ready = condition(obj, "Ready")
     assert ready is not None and ready["reason"] == "CredentialsMissing"
-    assert "test/later" in ready["message"]
+    assert f"{kube_env.kube.namespace}/later" in ready["message"]
     assert baseten.endpoints == {} and baseten.secrets == {}
     await kube_env.kube.put_secret("later", {"apiKey": OPENAI_KEY})
     await kube_env.kube.wait_condition("gatewayendpoints", "gpt", "Ready", "True")
-    assert list(baseten.secrets) == ["aigw_test_later_apiKey"]
+    assert list(baseten.secrets) == [baseten_secret(kube_env, "later")]
 
 
 async def test_secret_ref_rules_at_admission(kube_env: KubeEnv) -> None:
@@ -255,7 +259,8 @@ async def test_provider_key_secret_missing_then_added(
     await kube_env.kube.create("Provider", "providers", "vllm", spec)
     obj = await kube_env.kube.wait_condition("providers", "vllm", "Ready", "False")
     ready = condition(obj, "Ready")
-    assert ready is not None and ready["reason"] == "CredentialsMissing" and "test/later" in ready["message"]
+    assert ready is not None and ready["reason"] == "CredentialsMissing"
+    assert f"{kube_env.kube.namespace}/later" in ready["message"]
     await kube_env.kube.put_secret("later", {"apiKey": OPENAI_KEY})
     await kube_env.kube.wait_condition("providers", "vllm", "Ready", "True")
     [key] = keys_of(ngrok)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from typing import Any
@@ -127,6 +128,114 @@ async def test_recreate_applies_configuration_and_warns_about_lost_links(
     assert warnings and "Support Assistant" in warnings[0]["message"]
 
 
+async def test_recreate_posts_one_event_that_names_the_change(
+    kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await create_ready(kube_env, replacePolicy="Recreate")
+    await kube_env.kube.patch_spec(
+        PLURAL, "assistant", {"configuration": {"model": "gpt-4.1", "apiKeySecretRef": {"name": "openai"}}}
+    )
+    await wait_generation(kube_env, 2)
+    events = [(e["reason"], e["message"]) for e in await kube_env.kube.events("assistant")]
+    assert not [m for r, m in events if r == "Updated"], events  # never "updated recreate"
+    [recreated] = [m for r, m in events if r == "Recreated"]
+    assert "model" in recreated
+
+
+async def test_tenant_is_immutable_at_apply_time_without_recreate(
+    kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await create_ready(kube_env)
+    response = await kube_env.kube.patch_spec(PLURAL, "assistant", {"tenant": "team-a"})
+    assert response.status_code == 422
+    assert "tenant cannot be changed" in response.text
+    assert registry.models("team-a") == {}
+
+
+async def test_tenant_move_creates_in_the_new_tenant_then_deletes_the_old(
+    kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    obj = await create_ready(kube_env, replacePolicy="Recreate")
+    assert obj["status"]["tenant"] == "root"
+    await kube_env.kube.patch_spec(PLURAL, "assistant", {"tenant": "team-a"})
+    obj = await wait_generation(kube_env, 2)
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    assert list(registry.models("team-a")) == ["assistant"]
+    assert registry.models("root") == {}
+    assert obj["status"]["tenant"] == "team-a"
+    assert obj["status"]["id"] == registry.models("team-a")["assistant"]["id"]
+    posts = [r for r in registry.requests if r.method == "POST"]
+    deletes = [r for r in registry.requests if r.method == "DELETE"]
+    assert len(posts) == 2 and len(deletes) == 1
+    assert registry.requests.index(posts[-1]) < registry.requests.index(deletes[0]), "new first, then old"
+    # Deleting the resource deletes the moved model, and leaves nothing in either tenant.
+    await kube_env.kube.delete(PLURAL, "assistant")
+    await kube_env.kube.wait_gone(PLURAL, "assistant")
+    assert registry.models("team-a") == {} and registry.models("root") == {}
+
+
+async def test_tenant_move_onto_a_taken_name_keeps_the_old_model(
+    kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    response = await kube_env.kube.create(KIND, PLURAL, "other", spec(name="assistant", tenant="team-a"))
+    assert response.status_code == 201, response.text
+    await kube_env.kube.wait_condition(PLURAL, "other", "Ready", "True")
+    obj = await create_ready(kube_env, replacePolicy="Recreate")
+    await kube_env.kube.patch_spec(PLURAL, "assistant", {"tenant": "team-a"})
+    obj = await kube_env.kube.wait_condition(PLURAL, "assistant", "Ready", "False")
+    assert "already exists" in condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert list(registry.models("root")) == ["assistant"], "the old model is kept"
+    other = await kube_env.kube.get(PLURAL, "other")
+    assert other and registry.models("team-a")["assistant"]["id"] == other["status"]["id"]
+    reasons = [e["reason"] for e in await kube_env.kube.events("assistant")]
+    assert "Adopted" not in reasons
+    await kube_env.kube.delete(PLURAL, "assistant")
+    await kube_env.kube.wait_gone(PLURAL, "assistant")
+    assert registry.models("root") == {}
+    assert list(registry.models("team-a")) == ["assistant"], "the other resource's model is untouched"
+
+
+async def test_a_model_never_created_upstream_is_deleted_at_once(
+    kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(KIND, PLURAL, "nowhere", spec(tenant="initech"))
+    obj = await kube_env.kube.wait_condition(PLURAL, "nowhere", "Ready", "False", reason="InvalidSpec")
+    assert "initech" in condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert not obj["status"].get("id")
+    await kube_env.kube.delete(PLURAL, "nowhere")
+    await kube_env.kube.wait_gone(PLURAL, "nowhere", timeout=5)
+    assert "NothingToDelete" in [e["reason"] for e in await kube_env.kube.events("nowhere")]
+
+
+async def test_deleting_a_model_with_connected_endpoints_warns(
+    kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await create_ready(kube_env)
+    registry.connect_endpoint("assistant", "Support Assistant", "support-assistant", tenant="root")
+    await kube_env.kube.delete(PLURAL, "assistant")
+    await kube_env.kube.wait_gone(PLURAL, "assistant")
+    warnings = [e for e in await kube_env.kube.events("assistant") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["EndpointsOrphaned"]
+    assert "Support Assistant" in warnings[0]["message"]
+
+
+async def test_a_drift_resync_lists_the_tenant_once(
+    kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    await kube_env.kube.create(KIND, PLURAL, "assistant", spec())
+    await kube_env.kube.wait_condition(PLURAL, "assistant", "Ready", "True")
+    await asyncio.sleep(1.2)  # the create's own listing is now older than a 1 s resync accepts
+    registry.modify_out_of_band("assistant", tenant="root", summary="edited by hand")
+    registry.reset_counts()
+    await kube_env.kube.patch_meta(PLURAL, "assistant", {"annotations": {"aigw.dev/resync-seconds": "1"}})
+    await kube_env.kube.wait_for(
+        PLURAL, "assistant", lambda o: bool(o) and registry.models("root")["assistant"]["summary"] == "support bot"
+    )
+    # One listing found the drift and served as the observation; the PATCH's answer is the new state.
+    assert registry.count("GET") == 1, [r.path for r in registry.requests]
+    assert [r.body for r in registry.requests if r.method == "PATCH"] == [{"summary": "support bot"}]
+
+
 async def test_rotated_key_needs_recreate_policy(
     kube_env: KubeEnv, registry: ModelRegistrySimulator, operator: OperatorRunner, credentials: str
 ) -> None:
@@ -183,11 +292,14 @@ async def test_tenant_header(
     await create_ready(kube_env, tenant="team-a")
     assert "assistant" in registry.models("team-a")
     assert "assistant" not in registry.models()
-    assert (
-        all(r.headers_tenant == "team-a" for r in registry.requests if r.route and "models/" in r.route)
-        if hasattr(registry.requests[0], "headers_tenant")
-        else True
-    )
+    # Every request the operator sent the registry names the tenant, the tenant-agnostic
+    # /models/types/ included (the client sends it on all of them; the registry fixture's server
+    # is multi-tenant, so a call without it is a 400 or lands in the wrong tenant). The fixture's
+    # simulator serves no one else in this test, so these are the operator's requests.
+    sent = [(r.method, r.route) for r in registry.requests]
+    assert ("POST", "/api/v1/models/") in sent, sent
+    tenants = [(r.method, r.path, r.header("X-Tenant-Name")) for r in registry.requests]
+    assert [t for t in tenants if t[2] != "team-a"] == [], tenants
 
 
 CRD = next(c for c in all_crds() if c["spec"]["names"]["kind"] == KIND)

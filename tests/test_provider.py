@@ -140,7 +140,7 @@ async def test_second_resource_with_same_provider_id_is_refused(
     await create_ready(kube_env)
     await kube_env.kube.create(KIND, PLURAL, "copy", spec(name="other"))
     obj = await kube_env.kube.wait_condition(PLURAL, "copy", "Ready", "False", reason="AlreadyManaged")
-    assert "test/vllm" in condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert f"{kube_env.kube.namespace}/vllm" in condition(obj, "Ready")["message"]  # type: ignore[index]
     assert only(ngrok)["name"] == "vLLM"
     await kube_env.kube.delete(PLURAL, "copy")
     await kube_env.kube.wait_gone(PLURAL, "copy")
