@@ -182,8 +182,9 @@ async def test_tenant_move_onto_a_taken_name_keeps_the_old_model(
     await kube_env.kube.wait_condition(PLURAL, "other", "Ready", "True")
     obj = await create_ready(kube_env, replacePolicy="Recreate")
     await kube_env.kube.patch_spec(PLURAL, "assistant", {"tenant": "team-a"})
-    obj = await kube_env.kube.wait_condition(PLURAL, "assistant", "Ready", "False")
-    assert "already exists" in condition(obj, "Ready")["message"]  # type: ignore[index]
+    # The name is taken in the new tenant by a model another resource manages: it says whose.
+    obj = await kube_env.kube.wait_condition(PLURAL, "assistant", "Ready", "False", reason="AlreadyManaged")
+    assert f"{kube_env.kube.namespace}/other" in condition(obj, "Ready")["message"]  # type: ignore[index]
     assert list(registry.models("root")) == ["assistant"], "the old model is kept"
     other = await kube_env.kube.get(PLURAL, "other")
     assert other and registry.models("team-a")["assistant"]["id"] == other["status"]["id"]

@@ -24,6 +24,8 @@ import kopf
 
 from aigw_operator import FINALIZER, GROUP, VERSION, metrics
 from aigw_operator import conditions as cond
+from aigw_operator.backoff import backoff
+from aigw_operator.contract import Adapter
 from aigw_operator.credentials import Credentials
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
 from aigw_operator.kinds.dedicated_endpoint import DedicatedEndpointAdapter
@@ -129,7 +131,7 @@ class Runtime:
             ttl=settings.credentials_cache_ttl,
         )
         self.upstreams = {name: _upstream_client(name, upstream) for name, upstream in upstreams.items()}
-        adapters: list[Any] = [
+        adapters: list[Adapter[Any, Any, Any]] = [
             GatewayEndpointAdapter(
                 baseten.BasetenClient(self.upstreams["baseten"]),
                 secret_prefix=settings.baseten_secret_prefix,
@@ -140,7 +142,7 @@ class Runtime:
             DedicatedEndpointAdapter(together.TogetherClient(self.upstreams["together"])),
         ]
         self.protection = SecretProtection(self.kube)
-        self.reconcilers: list[Reconciler[Any, Any]] = [
+        self.reconcilers: list[Reconciler[Any, Any, Any]] = [
             Reconciler(adapter, self.kube, self.credentials, settings, protection=self.protection)
             for adapter in adapters
         ]
@@ -314,7 +316,9 @@ class Runtime:
             delay = outcome.requeue_after
         except Exception:
             handle.state.failures += 1
-            delay = min(self.settings.error_backoff_base * 2**handle.state.failures, self.settings.error_backoff_cap)
+            delay = backoff(
+                handle.state.failures - 1, self.settings.error_backoff_base, self.settings.error_backoff_cap
+            )
             logger.exception(
                 "reconcile of %s %s/%s failed; retrying in %.0fs",
                 handle.kind,
@@ -364,7 +368,7 @@ class Runtime:
             return 0.0
         return random.uniform(0, min(self.settings.resync_interval, 60.0))
 
-    async def finalize(self, reconciler: Reconciler[Any, Any], body: Mapping[str, Any]) -> None:
+    async def finalize(self, reconciler: Reconciler[Any, Any, Any], body: Mapping[str, Any]) -> None:
         uid = body.get("metadata", {}).get("uid", "")
         handle = self.handles.get(uid)
         state = handle.state if handle is not None else ObjectState()
@@ -426,7 +430,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     return registry
 
 
-def _register(registry: kopf.OperatorRegistry, runtime: Runtime, reconciler: Reconciler[Any, Any]) -> None:
+def _register(registry: kopf.OperatorRegistry, runtime: Runtime, reconciler: Reconciler[Any, Any, Any]) -> None:
     resource = (GROUP, VERSION, reconciler.info.plural)
 
     @kopf.on.event(*resource, registry=registry)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from aigw_operator import conditions as cond
-from aigw_operator.credentials import ReadSecret
+from aigw_operator.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -24,12 +24,13 @@ from aigw_operator.kinds.common import (
     validations,
 )
 from aigw_operator.listings import Listings
-from aigw_operator.reconcile import CREATE_PENDING_ANNOTATION, Readiness, ReplaceRequired, Resource
-from aigw_operator.upstreams.http import InvalidSpec, NotFound, Unavailable, credential_fingerprint
+from aigw_operator.upstreams.http import InvalidSpec, Unavailable, credential_fingerprint
 from aigw_operator.upstreams.together import Endpoint, TogetherClient
 
 # Seconds a hardware answer serves other creates; a shortage shorter than this is not chased.
 HARDWARE_MAX_AGE = 10.0
+# How far Together's clock may be behind ours when its creation times are compared with the mark.
+CLOCK_SKEW = 300.0
 IMMUTABLE_FIELDS = ("model", "hardware", "disableSpeculativeDecoding", "availabilityZone")
 IMMUTABLE_RULE = cel(
     "self.replacePolicy == 'Recreate' || ("
@@ -97,8 +98,6 @@ class DedicatedEndpointSpec(CamelModel):
 class DesiredEndpoint:
     spec: DedicatedEndpointSpec
     display_name: str
-    # When a create was last attempted (the create-pending annotation); None: never.
-    create_pending_since: float | None
     # The spec changed since readiness was last reported: whatever it asks for now is the
     # user's wish, not a reaction to what Together did by itself (an auto-stop).
     spec_changed: bool = True
@@ -157,35 +156,28 @@ class HardwareUnavailable(Unavailable):
     reason = "HardwareUnavailable"
 
 
-class DedicatedEndpointAdapter:
+class DedicatedEndpointAdapter(Adapter[DedicatedEndpointSpec, DesiredEndpoint, Endpoint]):
     """Observe / create / update / delete Together endpoints for the generic loop."""
 
     info = INFO
     upstream = "together"
-    create_marker = True
-    progressing_condition = True
+    # Endpoints move through states, and each one is billed per minute with no idempotency key.
+    traits = Traits(progressing=True, create_guard=True)
 
     def __init__(self, client: TogetherClient) -> None:
         self.client = client
         # Hardware offers per key and model, shared by a burst of creates: one call, not one each.
         self._hardware = Listings()
+        # The list lacks display name, hardware and autoscaling; display names are not unique.
+        self.partial_listing = self
+        self.search = self
 
-    async def prepare(
-        self,
-        spec: DedicatedEndpointSpec,
-        resource: Resource,
-        secret: ReadSecret,
-        *,
-        api_key: str = "",
-        deleting: bool = False,
-    ) -> DesiredEndpoint:
-        pending: float | None = None
-        with contextlib.suppress(TypeError, ValueError):
-            pending = float(resource.annotations.get(CREATE_PENDING_ANNOTATION))  # type: ignore[arg-type]
-        name = spec.display_name or f"{resource.ref.namespace}/{resource.ref.name}"
-        ready = cond.find(resource.status.get("conditions"), cond.READY)
-        spec_changed = ready is None or ready.get("observedGeneration") != resource.generation
-        return DesiredEndpoint(spec, name, pending, spec_changed)
+    async def desire(self, api_key: str, spec: DedicatedEndpointSpec, view: KubeView) -> DesiredEndpoint:
+        name = spec.display_name or f"{view.namespace}/{view.name}"
+        return DesiredEndpoint(spec, name, view.spec_changed)
+
+    def list_scope(self, desired: DesiredEndpoint) -> str:
+        return ""
 
     async def list_all(self, api_key: str, spec: Any) -> dict[str, Endpoint]:
         return {endpoint.id: endpoint for endpoint in await self.client.list(api_key)}
@@ -205,13 +197,11 @@ class DedicatedEndpointAdapter:
     async def get(self, api_key: str, spec: DesiredEndpoint, upstream_id: str) -> Endpoint:
         return await self.client.get(api_key, upstream_id)
 
-    async def find(self, api_key: str, spec: DesiredEndpoint) -> Endpoint | None:
-        # Only after a create whose outcome is unknown: display names are not unique, so never
-        # adopt an endpoint this resource did not (maybe) create.
-        if spec.create_pending_since is None:
-            return None
+    async def find(self, api_key: str, spec: DesiredEndpoint, since: float) -> Endpoint | None:
+        # Only after a create whose outcome is unknown (the loop asks only then): display names
+        # are not unique, so never adopt an endpoint this resource did not (maybe) create.
         for item in await self.client.list(api_key):
-            if item.model not in (None, spec.spec.model):
+            if item.model not in (None, spec.spec.model) or _created_before(item.created_at, since - CLOCK_SKEW):
                 continue
             candidate = await self.client.get(api_key, item.id)
             if candidate.display_name == spec.display_name and candidate.hardware == spec.spec.hardware:
@@ -249,16 +239,6 @@ class DedicatedEndpointAdapter:
 
     def diff(self, spec: DesiredEndpoint, observed: Endpoint) -> dict[str, Any] | None:
         changes: dict[str, Any] = {}
-        immutable = [
-            name
-            for name, wanted, actual in (
-                ("model", spec.spec.model, observed.model),
-                ("hardware", spec.spec.hardware, observed.hardware),
-            )
-            if actual is not None and wanted != actual
-        ]
-        if immutable:
-            changes["recreate"] = immutable
         if observed.display_name is not None and observed.display_name != spec.display_name:
             changes["display_name"] = spec.display_name
         if observed.autoscaling is not None and observed.autoscaling.model_dump() != spec.autoscaling():
@@ -273,32 +253,36 @@ class DedicatedEndpointAdapter:
             changes["state"] = "STOPPED"
         return changes or None
 
+    def replacement(self, spec: DesiredEndpoint, observed: Endpoint) -> Replace | None:
+        immutable = tuple(
+            name
+            for name, wanted, actual in (
+                ("model", spec.spec.model, observed.model),
+                ("hardware", spec.spec.hardware, observed.hardware),
+            )
+            if actual is not None and wanted != actual
+        )
+        if not immutable:
+            return None
+        return Replace(
+            immutable,
+            # Never two billed endpoints for one resource.
+            "delete-first",
+            allowed=spec.spec.replace_policy == "Recreate",
+            refusal=f"the Together endpoint differs from the spec in {', '.join(immutable)}, which "
+            "cannot change in place; set replacePolicy: Recreate to replace it",
+        )
+
     async def update(
         self, api_key: str, observed: Endpoint, spec: DesiredEndpoint, changes: dict[str, Any]
     ) -> Endpoint:
-        if "recreate" in changes:
-            if spec.spec.replace_policy != "Recreate":
-                raise ReplaceRequired(
-                    "together",
-                    None,
-                    f"the Together endpoint differs from the spec in {', '.join(changes['recreate'])}, which "
-                    "cannot change in place; set replacePolicy: Recreate to replace it",
-                    method="PATCH",
-                    route="/endpoints/{id}",
-                )
-            # Delete first: never two billed endpoints for one resource.
-            with contextlib.suppress(NotFound):
-                await self.client.delete(api_key, observed.id)
-            return await self.create(api_key, spec)
-        patch = {k: v for k, v in changes.items() if k in ("display_name", "autoscaling", "state")}
+        patch = dict(changes)
         if spec.spec.inactive_timeout_minutes is not None:
             # Not reported back by the API, so it is sent with every other change.
             patch["inactive_timeout"] = spec.spec.inactive_timeout_minutes
         return await self.client.patch(api_key, observed.id, patch)
 
-    def describe_update(
-        self, spec: DesiredEndpoint, changes: dict[str, Any], before: Endpoint
-    ) -> list[tuple[str, str, str]]:
+    def describe_update(self, spec: DesiredEndpoint, changes: dict[str, Any], before: Endpoint) -> list[Event]:
         if changes.get("state") == "STARTED" and before.state == "STOPPED":
             if spec.spec_changed:
                 also = ", ".join(sorted(k for k in changes if k != "state"))
@@ -311,14 +295,14 @@ class DedicatedEndpointAdapter:
                     "Together had stopped the endpoint (idle timeout?) while the spec says Started; started it again",
                 )
             ]
-        if "recreate" in changes:
-            return [
-                ("Warning", "Recreated", f"replaced endpoint {before.id} to change {', '.join(changes['recreate'])}")
-            ]
         return []
 
-    async def delete(self, api_key: str, spec: DesiredEndpoint, upstream_id: str) -> None:
+    def describe_replace(self, spec: DesiredEndpoint, replace: Replace, before: Endpoint) -> list[Event]:
+        return [("Warning", "Recreated", f"replaced endpoint {before.id} to change {', '.join(replace.fields)}")]
+
+    async def delete(self, api_key: str, spec: DesiredEndpoint, upstream_id: str) -> list[Event]:
         await self.client.delete(api_key, upstream_id)
+        return []
 
     def upstream_id(self, observed: Endpoint) -> str:
         return observed.id
@@ -354,3 +338,13 @@ class DedicatedEndpointAdapter:
             "maxReplicas": observed.autoscaling.max_replicas if observed.autoscaling else None,
             "createdAt": observed.created_at,
         }
+
+
+def _created_before(stamp: str | None, moment: float) -> bool:
+    """Whether an upstream creation time is known to be before ``moment`` (a Unix time)."""
+    if not stamp:
+        return False
+    try:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() < moment
+    except ValueError:
+        return False

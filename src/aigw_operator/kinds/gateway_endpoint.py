@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
-from aigw_operator.credentials import ReadSecret
+from aigw_operator.contract import Adapter, Event, KubeView, Readiness, ReplaceInstead
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -24,7 +24,6 @@ from aigw_operator.kinds.common import (
     validations,
 )
 from aigw_operator.listings import Listings
-from aigw_operator.reconcile import Readiness, Resource
 from aigw_operator.upstreams.baseten import BasetenClient, Endpoint, Target
 from aigw_operator.upstreams.http import InvalidSpec, NotFound, credential_fingerprint
 
@@ -202,10 +201,6 @@ class DesiredGatewayEndpoint:
     def region(self) -> str:
         return self.spec.region
 
-    @property
-    def extra_status(self) -> dict[str, Any]:
-        return {"secrets": self.secrets or None}
-
     def upstream_targets(self) -> list[Target]:
         return [t.to_upstream(self.secret_ids.get(i)) for i, t in enumerate(self.spec.targets)]
 
@@ -228,7 +223,7 @@ def secret_name(prefix: str, namespace: str, ref: SecretKeyRef) -> str:
     return f"{name[: SECRET_NAME_MAX - 17]}_{digest}"
 
 
-class GatewayEndpointAdapter:
+class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint, Endpoint]):
     """Observe / create / update / delete Baseten endpoints for the generic loop."""
 
     info = INFO
@@ -246,29 +241,26 @@ class GatewayEndpointAdapter:
         # Whether another resource of this operator refers to a Kubernetes Secret key.
         self.secret_users = secret_users
         self._secrets = Listings()
+        # Baseten lists endpoints in full; slugs are unique and Baseten has no idempotency key:
+        # the slug is how a create whose response was lost (or a crash before the status write)
+        # is found again.
+        self.listing = self
+        self.unique = self
 
-    async def prepare(
-        self,
-        spec: GatewayEndpointSpec,
-        resource: Resource,
-        secret: ReadSecret,
-        *,
-        api_key: str = "",
-        deleting: bool = False,
-    ) -> DesiredGatewayEndpoint:
-        namespace = resource.ref.namespace
-        desired = DesiredGatewayEndpoint(spec, namespace=namespace, uid=resource.ref.uid)
-        recorded = {r.get("name"): dict(r) for r in resource.status.get("secrets") or ()}
+    async def desire(self, api_key: str, spec: GatewayEndpointSpec, view: KubeView) -> DesiredGatewayEndpoint:
+        namespace = view.namespace
+        desired = DesiredGatewayEndpoint(spec, namespace=namespace, uid=view.uid)
+        recorded = {r.get("name"): dict(r) for r in view.recorded.get("secrets") or ()}
         for index, target in enumerate(spec.targets):
             if target.secret_ref is None:
                 continue
             name = secret_name(self.secret_prefix, namespace, target.secret_ref)
             record = recorded.pop(name, None)
-            if deleting:
+            if view.deleting:
                 if record is not None:
                     desired.secrets.append(record)
                 continue
-            value = await secret(target.secret_ref)
+            value = await view.read_secret(target.secret_ref)
             if record is None or record.get("secretVersion") != value.version or not await self._exists(api_key, name):
                 stored = await self.client.upsert_secret(api_key, name, value.value)
                 self._secrets.put((credential_fingerprint(api_key),), stored.name, stored)
@@ -316,8 +308,12 @@ class GatewayEndpointAdapter:
     async def list_all(self, api_key: str, spec: Any) -> dict[str, Endpoint]:
         return {endpoint.id: endpoint async for endpoint in self.client.list(api_key)}
 
-    # Slugs are unique and Baseten has no idempotency key: the slug is how a create whose
-    # response was lost (or a crash before the status write) is found again.
+    def list_scope(self, desired: DesiredGatewayEndpoint) -> str:
+        return ""
+
+    def desired_status(self, desired: DesiredGatewayEndpoint) -> dict[str, Any]:
+        return {"secrets": desired.secrets or None}
+
     def unique_key(self, spec: DesiredGatewayEndpoint) -> str:
         return spec.slug
 
@@ -346,28 +342,18 @@ class GatewayEndpointAdapter:
             except InvalidSpec:
                 current = observed
             if current.slug != spec.slug:
-                # Newer Baseten API: slugs are immutable (refused, or silently kept). Converge
-                # anyway: new endpoint first, so the route never disappears, then the old one.
-                return await self._replace(api_key, observed, spec)
+                # Newer Baseten API: slugs are immutable (refused, or silently kept). The loop
+                # replaces it: new endpoint first, so the route never disappears, then the old one.
+                raise ReplaceInstead(("slug",))
         if "targets" in changes:
             current = await self.client.patch(api_key, current.id, {"targets": changes["targets"]})
             await self._release_secrets(api_key, spec, spec.stale)
         return current
 
-    async def _replace(self, api_key: str, old: Endpoint, spec: DesiredGatewayEndpoint) -> Endpoint:
-        # A crash between the create and the delete leaves the new slug in place: adopt it.
-        replacement = await self.client.find_by_slug(api_key, spec.slug)
-        if replacement is None:
-            replacement = await self.client.create(api_key, spec.payload())
-        elif self.diff(spec, replacement):
-            replacement = await self.client.patch(api_key, replacement.id, {"targets": spec.payload()["targets"]})
-        with contextlib.suppress(NotFound):
-            await self.client.delete(api_key, old.id)
-        return replacement
-
-    async def delete(self, api_key: str, spec: DesiredGatewayEndpoint, upstream_id: str) -> None:
+    async def delete(self, api_key: str, spec: DesiredGatewayEndpoint, upstream_id: str) -> list[Event]:
         await self.client.delete(api_key, upstream_id)
         await self._release_secrets(api_key, spec, spec.secrets + spec.stale)
+        return []
 
     def upstream_id(self, observed: Endpoint) -> str:
         return observed.id

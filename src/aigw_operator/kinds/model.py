@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from aigw_operator.credentials import ReadSecret
+from aigw_operator.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -21,7 +20,6 @@ from aigw_operator.kinds.common import (
     cel,
     validations,
 )
-from aigw_operator.reconcile import Readiness, ReplaceRequired, Resource
 from aigw_operator.upstreams.http import InvalidSpec, NotFound
 from aigw_operator.upstreams.model_registry import ModelRegistryClient, RegistryModel
 
@@ -180,29 +178,24 @@ INFO = KindInfo(
 CONFIG_FIELDS = ("api_key", "model", "base_url", "system_prompt")
 
 
-class ModelAdapter:
+class ModelAdapter(Adapter[ModelSpec, DesiredModel, RegistryModel]):
     """Observe / create / update / delete registry models for the generic loop."""
 
     info = INFO
     upstream = "model-registry"
     # A registry without an admin key has no authentication at all.
-    credentials_optional = True
+    traits = Traits(credentials_optional=True)
 
     def __init__(self, client: ModelRegistryClient) -> None:
         self.client = client
+        # The registry lists a tenant's models in full (unpaged); names are unique per tenant.
+        self.listing = self
+        self.unique = self
 
-    async def prepare(
-        self,
-        spec: ModelSpec,
-        resource: Resource,
-        secret: ReadSecret,
-        *,
-        api_key: str = "",
-        deleting: bool = False,
-    ) -> DesiredModel:
-        name = spec.name or resource.ref.name
-        value = (await secret(spec.configuration.api_key_secret_ref)).value
-        return DesiredModel(spec, name, value, current_tenant=resource.status.get("tenant"))
+    async def desire(self, api_key: str, spec: ModelSpec, view: KubeView) -> DesiredModel:
+        name = spec.name or view.name
+        value = (await view.read_secret(spec.configuration.api_key_secret_ref)).value
+        return DesiredModel(spec, name, value, current_tenant=view.recorded.get("tenant"))
 
     async def get(self, api_key: str, spec: DesiredModel, upstream_id: str) -> RegistryModel:
         # The API addresses models by name, which can change: the id is found in the (unpaged) list.
@@ -241,14 +234,6 @@ class ModelAdapter:
 
     def diff(self, spec: DesiredModel, observed: RegistryModel) -> dict[str, Any] | None:
         changes: dict[str, Any] = {}
-        stored = observed.configuration or {}
-        changed = [f for f in CONFIG_FIELDS if stored.get(f) != spec.configuration()[f]]
-        if spec.spec.dtype != observed.dtype:
-            changed.insert(0, "dtype")
-        if observed.tenant != spec.tenant:
-            changed.insert(0, "tenant")
-        if changed:
-            changes["recreate"] = changed
         if spec.name != observed.name:
             changes["name"] = spec.name
         if spec.spec.summary != (observed.summary or ""):
@@ -257,49 +242,45 @@ class ModelAdapter:
             changes["tags"] = ",".join(sorted(set(spec.spec.tags)))
         return changes or None
 
+    def replacement(self, spec: DesiredModel, observed: RegistryModel) -> Replace | None:
+        stored = observed.configuration or {}
+        changed = [f for f in CONFIG_FIELDS if stored.get(f) != spec.configuration()[f]]
+        if spec.spec.dtype != observed.dtype:
+            changed.insert(0, "dtype")
+        moving = observed.tenant != spec.tenant
+        if moving:
+            changed.insert(0, "tenant")
+        if not changed:
+            return None
+        fields = ", ".join("configuration.apiKey" if f == "api_key" else f for f in changed)
+        return Replace(
+            tuple(changed),
+            # Another tenant is another namespace of names: create there first, so that a refusal
+            # (the name is taken there) leaves the old model in place. Within a tenant the name
+            # is unique: the old model must go before the new one can be created.
+            "create-first" if moving else "delete-first",
+            allowed=spec.spec.replace_policy == "Recreate",
+            refusal=f"the registry's model differs from the spec in {fields}, which the registry cannot "
+            "change in place; set replacePolicy: Recreate to delete and recreate it",
+        )
+
     async def update(
         self, api_key: str, observed: RegistryModel, spec: DesiredModel, changes: dict[str, Any]
     ) -> RegistryModel:
-        if "recreate" in changes:
-            fields = ", ".join("configuration.apiKey" if f == "api_key" else f for f in changes["recreate"])
-            if spec.spec.replace_policy != "Recreate":
-                raise ReplaceRequired(
-                    "model-registry",
-                    None,
-                    f"the registry's model differs from the spec in {fields}, which the registry cannot "
-                    "change in place; set replacePolicy: Recreate to delete and recreate it",
-                    method="PATCH",
-                    route="/models/{name}",
-                )
-            if observed.tenant != spec.tenant:
-                # Another tenant is another namespace of names: create there first, so that a
-                # refusal (the name is taken there) leaves the old model in place.
-                moved = await self.create(api_key, spec)
-                with contextlib.suppress(NotFound):
-                    await self.client.delete(api_key, observed.tenant, observed.name)
-                return moved
-            # Names are unique within a tenant: the old model must go before the new one can be created.
-            await self.client.delete(api_key, observed.tenant, observed.name)
-            return await self.create(api_key, spec)
-        patch = {k: v for k, v in changes.items() if k in ("name", "summary", "tags")}
-        return await self.client.patch(api_key, observed.tenant, observed.name, patch)
+        return await self.client.patch(api_key, observed.tenant, observed.name, changes)
 
-    def describe_update(
-        self, spec: DesiredModel, changes: dict[str, Any], before: RegistryModel
-    ) -> list[tuple[str, str, str]]:
-        if "recreate" not in changes:
-            return []
+    def describe_replace(self, spec: DesiredModel, replace: Replace, before: RegistryModel) -> list[Event]:
         lost = ", ".join(e.name or e.slug or e.id for e in before.connected_endpoints) or "none"
         return [
             (
                 "Warning" if before.connected_endpoints else "Normal",
                 "Recreated",
-                f"recreated model {before.name} to apply a change of {', '.join(changes['recreate'])}; "
+                f"recreated model {before.name} to apply a change of {', '.join(replace.fields)}; "
                 f"connected endpoints that lost their link: {lost}",
             )
         ]
 
-    async def delete(self, api_key: str, spec: DesiredModel, upstream_id: str) -> list[tuple[str, str, str]]:
+    async def delete(self, api_key: str, spec: DesiredModel, upstream_id: str) -> list[Event]:
         model = await self.get(api_key, spec, upstream_id)
         await self.client.delete(api_key, model.tenant, model.name)
         if not model.connected_endpoints:

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from aigw_operator.credentials import ReadSecret, SecretValue
+from aigw_operator.contract import Adapter, Event, KubeView, Readiness
+from aigw_operator.credentials import SecretValue
 from aigw_operator.kinds.common import (
     AGE_COLUMN,
     READY_COLUMNS,
@@ -23,7 +24,6 @@ from aigw_operator.kinds.common import (
     immutable,
     validations,
 )
-from aigw_operator.reconcile import Readiness, Resource
 from aigw_operator.upstreams.http import NotFound
 from aigw_operator.upstreams.ngrok import NgrokClient, Provider, ProviderKey
 
@@ -222,7 +222,7 @@ def _recorded_versions(records: Any) -> list[tuple[str, str, str, str]]:
     return sorted((r["name"], r["secretName"], r["key"], r["secretVersion"]) for r in records or ())
 
 
-class ProviderAdapter:
+class ProviderAdapter(Adapter[ProviderSpec, DesiredProvider, Provider]):
     """Observe / create / update / delete ngrok providers for the generic loop."""
 
     info = INFO
@@ -230,26 +230,27 @@ class ProviderAdapter:
 
     def __init__(self, client: NgrokClient) -> None:
         self.client = client
+        # Providers are listed in full; providerId is unique per account, so a lost create, or
+        # a provider made by hand, is found by it; provider keys live and die with a provider.
+        self.listing = self
+        self.unique = self
+        self.dependents = self
 
     async def get(self, api_key: str, spec: Any, upstream_id: str) -> Provider:
         return await self.client.get(api_key, upstream_id)
 
-    async def prepare(
-        self,
-        spec: ProviderSpec,
-        resource: Resource,
-        secret: ReadSecret,
-        *,
-        api_key: str = "",
-        deleting: bool = False,
-    ) -> DesiredProvider:
-        keys = [(k, await secret(k.secret_ref)) for k in spec.provider_keys or ()] if not deleting else []
-        return DesiredProvider(spec, keys, [dict(r) for r in resource.status.get("providerKeys") or ()])
+    async def desire(self, api_key: str, spec: ProviderSpec, view: KubeView) -> DesiredProvider:
+        keys = (
+            [(k, await view.read_secret(k.secret_ref)) for k in spec.provider_keys or ()] if not view.deleting else []
+        )
+        return DesiredProvider(spec, keys, [dict(r) for r in view.recorded.get("providerKeys") or ()])
 
     async def list_all(self, api_key: str, spec: Any) -> dict[str, Provider]:
         return {provider.id: provider async for provider in self.client.list(api_key)}
 
-    # providerId is unique per account: a lost create, or a provider made by hand, is found by it.
+    def list_scope(self, desired: DesiredProvider) -> str:
+        return ""
+
     def unique_key(self, desired: DesiredProvider) -> str:
         return desired.spec.provider_id
 
@@ -284,7 +285,7 @@ class ProviderAdapter:
     ) -> Provider:
         return await self.client.patch(api_key, observed.id, changes)
 
-    def extras_current(self, desired: DesiredProvider, status: Mapping[str, Any]) -> bool:
+    def current(self, desired: DesiredProvider, status: Mapping[str, Any]) -> bool:
         if desired.spec.provider_keys is None:
             return True
         return desired.key_versions() == _recorded_versions(status.get("providerKeys"))
@@ -322,7 +323,7 @@ class ProviderAdapter:
                 await self.client.delete_key(api_key, stale["id"])
         return {"providerKeys": records or None}
 
-    async def delete(self, api_key: str, desired: DesiredProvider, upstream_id: str) -> None:
+    async def delete(self, api_key: str, desired: DesiredProvider, upstream_id: str) -> list[Event]:
         # Our keys first: ngrok refuses to delete a provider that keys still refer to.
         ids = {r["id"] for r in desired.recorded}
         names = {r["name"] for r in desired.recorded} | {k.name for k in desired.spec.provider_keys or ()}
@@ -332,6 +333,7 @@ class ProviderAdapter:
                     with contextlib.suppress(NotFound):
                         await self.client.delete_key(api_key, key.id)
         await self.client.delete(api_key, upstream_id)
+        return []
 
     def upstream_id(self, observed: Provider) -> str:
         return observed.id

@@ -74,6 +74,9 @@ def _clean(message: str) -> str:
 class UpstreamError(Exception):
     """An upstream call failed. Every field is safe to log, put in a condition or an Event."""
 
+    # The condition reason a subclass stands for, where it is more precise than its class's.
+    reason: str | None = None
+
     def __init__(
         self,
         upstream: str,
