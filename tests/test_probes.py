@@ -10,7 +10,8 @@ import threading
 import httpx
 import pytest
 
-from aigw_operator.operator import Runtime, run
+from aigw_operator.controller import Controller
+from aigw_operator.operator import run
 from aigw_operator.settings import Settings
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.workqueue import WorkQueue
@@ -19,7 +20,7 @@ from tests.conftest import KubeEnv, make_settings
 
 async def test_liveness_passes_while_nothing_is_due_however_long() -> None:
     """Terminal, deleting or long-resync objects are not due: a quiet operator is healthy."""
-    runtime = Runtime(Settings(liveness_stall_seconds=0.2))
+    runtime = Controller(Settings(liveness_stall_seconds=0.2))
     runtime.queues["GatewayEndpoint"] = queue = WorkQueue("GatewayEndpoint", _quick_step, workers=1)
     queue.start()
     try:
@@ -39,7 +40,7 @@ async def test_liveness_fails_when_a_step_hangs() -> None:
         await release.wait()
         return None
 
-    runtime = Runtime(Settings(liveness_stall_seconds=0.3))
+    runtime = Controller(Settings(liveness_stall_seconds=0.3))
     runtime.queues["GatewayEndpoint"] = queue = WorkQueue("GatewayEndpoint", hanging_step, workers=1)
     queue.start()
     try:
@@ -67,7 +68,7 @@ async def test_liveness_fails_when_due_work_waits_for_a_busy_pool() -> None:
             await release.wait()
         return None
 
-    runtime = Runtime(Settings(liveness_stall_seconds=0.3))
+    runtime = Controller(Settings(liveness_stall_seconds=0.3))
     runtime.queues["Model"] = queue = WorkQueue("Model", step, workers=1)
     queue.start()
     try:

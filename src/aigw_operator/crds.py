@@ -143,9 +143,9 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
 
 
 def all_kinds() -> list[KindInfo]:
-    from aigw_operator.kinds import dedicated_endpoint, gateway_endpoint, model, provider
+    from aigw_operator import registry
 
-    return [gateway_endpoint.INFO, provider.INFO, model.INFO, dedicated_endpoint.INFO]
+    return registry.all_kinds()
 
 
 def all_crds() -> list[dict[str, Any]]:

@@ -549,9 +549,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             return Outcome(max(exc.retry_after, 0.1))
         # Unavailable, or a 404 on a call other than the initial observe (the object vanished
         # mid-reconcile): both settle at the next attempt.
-        reason = exc.reason or (
-            "UpstreamUnavailable" if isinstance(exc, Unavailable) else "UpstreamChanged"
-        )
+        reason = exc.reason or ("UpstreamUnavailable" if isinstance(exc, Unavailable) else "UpstreamChanged")
         state.failures += 1
         report.fail(reason, message, set_ready=not ready_known)
         await self._finish(resource, state, report, observed, warning=True)

@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     together: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings(**UPSTREAM_DEFAULTS["together"]))
     ngrok: UpstreamSettings = Field(default_factory=lambda: UpstreamSettings(**UPSTREAM_DEFAULTS["ngrok"]))
 
+    def upstream(self, name: str) -> UpstreamSettings:
+        """The settings of an upstream by its field name (the registry of kinds names it)."""
+        value = getattr(self, name)
+        if not isinstance(value, UpstreamSettings):
+            raise KeyError(f"no upstream {name!r} in the settings")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _upstream_defaults(cls, data: Any) -> Any:

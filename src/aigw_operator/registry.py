@@ -1,0 +1,68 @@
+"""The one list of kinds: what the controller runs, the CRDs generated, and the settings read.
+
+A fifth kind is one entry here (see docs/adding-a-kind.md for the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aigw_operator.contract import Adapter
+from aigw_operator.kinds import dedicated_endpoint, gateway_endpoint, model, provider
+from aigw_operator.kinds.common import KindInfo
+from aigw_operator.settings import Settings
+from aigw_operator.upstreams import baseten, model_registry, ngrok, together
+from aigw_operator.upstreams.http import UpstreamClient
+
+
+class Hooks(Protocol):
+    """What a kind may ask of the controller (GatewayEndpoint: who else uses a Secret key)."""
+
+    def target_secret_users(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    info: KindInfo
+    # The upstream's client and its settings (the Settings field, AIGW_<FIELD>__*).
+    upstream: str
+    new_client: Callable[..., UpstreamClient]
+    adapter: Callable[[UpstreamClient, Settings, Hooks], Adapter[Any, Any, Any]]
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind(
+        gateway_endpoint.INFO,
+        "baseten",
+        baseten.new_client,
+        lambda http, settings, hooks: gateway_endpoint.GatewayEndpointAdapter(
+            baseten.BasetenClient(http),
+            secret_prefix=settings.baseten_secret_prefix,
+            secret_users=hooks.target_secret_users,
+        ),
+    ),
+    Kind(
+        provider.INFO,
+        "ngrok",
+        ngrok.new_client,
+        lambda http, settings, hooks: provider.ProviderAdapter(ngrok.NgrokClient(http)),
+    ),
+    Kind(
+        model.INFO,
+        "model_registry",
+        model_registry.new_client,
+        lambda http, settings, hooks: model.ModelAdapter(model_registry.ModelRegistryClient(http)),
+    ),
+    Kind(
+        dedicated_endpoint.INFO,
+        "together",
+        together.new_client,
+        lambda http, settings, hooks: dedicated_endpoint.DedicatedEndpointAdapter(together.TogetherClient(http)),
+    ),
+)
+
+
+def all_kinds() -> list[KindInfo]:
+    return [kind.info for kind in KINDS]
