@@ -4,22 +4,27 @@ the Baseten simulator, and the real kopf operator running in-process against bot
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
+import functools
+import io
 import json
 import logging
 import os
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from aigw_operator import logs
 from aigw_operator.crds import all_crds, all_kinds
 from aigw_operator.operator import run
 from aigw_operator.settings import Settings, UpstreamSettings
@@ -27,7 +32,7 @@ from aigw_operator.simulators.admission import admit
 from aigw_operator.simulators.base import SimulatorServer
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import Kube, cr_path
-from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer
+from aigw_operator.simulators.kubernetes import KubeEmulator, KubeEmulatorServer, ResourceType
 from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
 from aigw_operator.simulators.together import TogetherSimulator
@@ -53,8 +58,11 @@ class KubeEnv:
     # Set for the emulator; None against a real cluster (the operator then uses the kubeconfig).
     url: str | None
     emulator: KubeEmulator | None
-    # The canary scan has run: once per test, before the first teardown step deletes anything.
+    # Real cluster: the listing canary scan has run (once per test, before the first teardown step
+    # deletes anything). The emulator needs none: its write hook scans every write (_scan_write).
     scanned: bool = False
+    # Emulator: what the write hook found, one line per write that carried a key (key abridged).
+    leaks: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -74,6 +82,7 @@ async def kube_env() -> AsyncIterator[KubeEnv]:
             server = await stack.enter_async_context(KubeEmulatorServer(emulator))
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=server.url, timeout=10))
             env = KubeEnv(kube=Kube(http, namespace=namespace), url=server.url, emulator=emulator)
+            emulator.on_write = functools.partial(_scan_write, env)
         for crd in all_crds():
             await env.kube.apply_crd(crd)
         response = await http.post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
@@ -85,9 +94,40 @@ async def kube_env() -> AsyncIterator[KubeEnv]:
             await _teardown(env)
 
 
+def _scan_write(env: KubeEnv, rtype: ResourceType, event_type: str, obj: dict[str, Any]) -> None:
+    """The emulator's write hook: every Event and every custom resource (spec, metadata, status), at
+    every write, so what a test deletes, and every status it passes through, is scanned too. It
+    records rather than raises (a raise would fail the operator's write); scan_for_canaries fails
+    the test."""
+    if event_type == "DELETED":
+        return  # the object as it was last written: scanned then
+    if rtype.kind == "Event":
+        _scanned["event_writes"] += 1
+    elif rtype.crd_name is not None:
+        _scanned["resource_writes"] += 1
+    else:
+        return
+    leaked = _keys_in(json.dumps(obj))
+    if leaked:
+        _scanned["leaks"] += len(leaked)
+        meta = obj.get("metadata") or {}
+        env.leaks.append(
+            f"{rtype.kind} {meta.get('name')} ({event_type}, resourceVersion {meta.get('resourceVersion')}): "
+            f"a key ({leaked}...)"
+        )
+
+
 async def scan_for_canaries(env: KubeEnv) -> None:
-    """No key may reach an Event or a status (or anywhere else in a custom resource) of the test's
-    namespace. Once per test, before the operator's release or the teardown deletes anything."""
+    """No key may reach an Event or a custom resource (status included) of the test's namespace.
+
+    Against the emulator its write hook has scanned each of them at every write: this only reports
+    what it found, and may be called again (the teardown does, for the writes of the release).
+    Against a real cluster no hook exists: the objects are listed and scanned once per test, before
+    the operator's release or the teardown deletes anything."""
+    if env.emulator is not None:
+        if env.leaks:
+            raise AssertionError("keys written to the Kubernetes API: " + "; ".join(env.leaks[:10]))
+        return
     if env.scanned:
         return
     env.scanned = True
@@ -96,8 +136,7 @@ async def scan_for_canaries(env: KubeEnv) -> None:
     _scanned["events"] += len(events)
     _scanned["resources"] += len(resources)
     for where, item in events + resources:
-        text = json.dumps(item)
-        leaked = [c[:6] for c in CANARIES if c in text]
+        leaked = _keys_in(json.dumps(item))
         _scanned["leaks"] += len(leaked)
         assert not leaked, f"{where}: a key ({leaked}...) is in {item.get('metadata', {}).get('name')}"
 
@@ -169,6 +208,9 @@ async def _teardown(env: KubeEnv) -> None:
         finally:
             await _delete_namespace(env.kube)
     assert not stray, f"the test left {len(stray)} operator(s) running"
+    if env.emulator is not None:
+        env.emulator.on_write = None
+        await scan_for_canaries(env)  # the writes of the release and the teardown, too
 
 
 async def _delete_namespace(kube: Kube) -> None:
@@ -349,6 +391,7 @@ class OperatorRunner:
         self.thread = threading.Thread(target=self._main, args=(ready,), name="operator", daemon=True)
         self.thread.start()
         _running.add(self)
+        _scanned["operators"] += 1
         deadline = time.monotonic() + 15
         while not ready.is_set():
             assert self.thread.is_alive(), f"the operator exited: {self.error!r}"
@@ -460,7 +503,8 @@ async def credentials(kube_env: KubeEnv) -> str:
     return "baseten"
 
 
-# Every key the suite uses is a canary: none may appear in any log line of the whole run.
+# Every key the suite uses is a canary: none may appear in any log line of the whole run, nor in
+# any Event or custom resource, as it is or base64-encoded (as a Secret's data holds it).
 CANARIES = (
     API_KEY,
     NGROK_KEY,
@@ -473,24 +517,81 @@ CANARIES = (
 )
 
 
-class _CanaryHandler(logging.Handler):
+_CANARY_FORMS = tuple((c, (c, base64.b64encode(c.encode()).decode())) for c in CANARIES)
+
+
+def _keys_in(text: str) -> list[str]:
+    """The canaries in ``text`` (plain or base64), abridged to their first six characters."""
+    return [canary[:6] for canary, forms in _CANARY_FORMS if any(form in text for form in forms)]
+
+
+def _abridged(text: str) -> str:
+    """``text`` with each canary cut to its first six characters, for the report."""
+    for _, forms in _CANARY_FORMS:
+        for form in forms:
+            text = text.replace(form, form[:6] + "...")
+    return text[:300]
+
+
+class _CanaryStream(io.TextIOBase):
+    """The stream of the session's one log handler, the operator's own (``logs.configure``): it gets
+    every record as the pod log would, formatted and redacted, and scans it instead of printing it."""
+
     def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.leaks: list[str] = []
+        super().__init__()
         self.lines = 0
+        self.leaks: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self.format(record)
-        except Exception:  # a record that cannot be formatted is not our concern here
-            return
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        # logging.StreamHandler writes a record and its terminator in one call, under its lock.
         self.lines += 1
-        for canary in CANARIES:
-            if canary in text:
-                self.leaks.append(f"{record.name}: {text[:300]}")
+        if _keys_in(text):
+            self.leaks.append(_abridged(text))
+        return len(text)
 
 
-_canary_handler = _CanaryHandler()
+class _RawRecords:
+    """Every record as the code made it, before redaction: the record factory that the redacting
+    one wraps. A key here reached a log call, and only the redaction kept it out of the log."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records = 0
+        self.leaks: list[str] = []
+
+    def factory(self, inner: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+        def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = inner(*args, **kwargs)
+            self.check(record)
+            return record
+
+        return make
+
+    def check(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken format string: its pieces, as the redaction sees them
+            text = f"{record.msg} {record.args}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += "".join(traceback.format_exception(record.exc_info[1]))
+        if record.stack_info:
+            text += record.stack_info
+        leaked = _keys_in(text)
+        with self.lock:
+            self.records += 1
+            if leaked:
+                self.leaks.append(f"{record.name}: {_abridged(text)}")
+
+
+_log_stream = _CanaryStream()
+_raw_records = _RawRecords()
+# The session's logging setup (set in pytest_sessionstart): its handler and record factory.
+_session_logging: dict[str, Any] = {}
+# The operator's most verbose level, in the chart's default format (deploy/helm values.yaml).
+SESSION_LOG_LEVEL, SESSION_LOG_FORMAT = "DEBUG", "json"
 
 # One line per reliability area (fault matrix, bad inputs, load, security), printed at the end.
 _summaries: dict[str, str] = {}
@@ -511,31 +612,91 @@ def record_summary(area: str, line: str) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    root = logging.getLogger()
-    root.addHandler(_canary_handler)
-    root.setLevel(logging.DEBUG)
+    """One logging setup for every test, installed once: the operator's own, as ``aigw-operator run``
+    installs it (``logs.configure``: one root handler, redaction of every record), at DEBUG, writing
+    to the canary stream. Under the redaction, ``_raw_records`` sees each record as it was made."""
+    assert not getattr(logging.getLogRecordFactory(), "_aigw_redacting", False), "redaction installed too early"
+    logging.setLogRecordFactory(_raw_records.factory(logging.getLogRecordFactory()))
+    _session_logging["handler"] = logs.configure(SESSION_LOG_LEVEL, SESSION_LOG_FORMAT, stream=_log_stream)
+    _session_logging["factory"] = logging.getLogRecordFactory()
     # cel-python traces every evaluation step at DEBUG: no keys there, only a slowdown.
     logging.getLogger("celpy").setLevel(logging.WARNING)
+    # The pipeline works: a record reaches the raw check and the stream. Not counted.
+    lines, records = _log_stream.lines, _raw_records.records
+    logging.getLogger("aigw_operator.tests").info("canary scan: logging set up")
+    assert (_log_stream.lines, _raw_records.records) == (lines + 1, records + 1), "the canary scan sees no log"
+    _log_stream.lines, _raw_records.records = lines, records
+
+
+def _logging_changes() -> list[str]:
+    """How process-wide logging differs from the session's setup (pytest's own handlers aside)."""
+    root = logging.getLogger()
+    changes = []
+    if _session_logging["handler"] not in root.handlers:
+        changes.append("the session's log handler is no longer on the root logger")
+    if logging.getLogRecordFactory() is not _session_logging["factory"]:
+        changes.append("the log record factory was replaced")
+    if root.level != logging.getLevelName(SESSION_LOG_LEVEL):
+        changes.append(f"the root logger's level is {logging.getLevelName(root.level)}")
+    return changes
+
+
+def _restore_logging() -> None:
+    root = logging.getLogger()
+    if _session_logging["handler"] not in root.handlers:
+        root.addHandler(_session_logging["handler"])
+    logging.setLogRecordFactory(_session_logging["factory"])
+    root.setLevel(SESSION_LOG_LEVEL)
+
+
+@pytest.fixture(autouse=True)
+def _one_logging_setup() -> Iterator[None]:
+    """Every test runs under the session's logging setup and leaves it as it found it: a test
+    that changes it fails (and the setup is put back), or the scan's strength would depend on
+    the order of the tests."""
+    yield
+    changes = _logging_changes()
+    if changes:
+        _restore_logging()
+    assert not changes, "the test changed process-wide logging: " + "; ".join(changes)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    changes = _logging_changes() if _session_logging else ["the session's logging setup was never installed"]
+    objects = sum(_scanned[k] for k in ("event_writes", "resource_writes", "events", "resources"))
+    empty = []
+    if _scanned["operators"] and not _log_stream.lines:
+        empty.append("no log line")
+    if _scanned["operators"] and not objects:
+        empty.append("no Event or custom resource")
+    if os.environ.get("AIGW_TEST_KUBECONFIG"):
+        api = f"{_scanned['events']} Events and {_scanned['resources']} custom resources listed before teardowns"
+    else:
+        api = f"{_scanned['event_writes']} Event and {_scanned['resource_writes']} custom resource writes (each write)"
     summary = (
-        f"canary keys: {len(_canary_handler.leaks)} leaks in {_canary_handler.lines} log lines, "
-        f"{_scanned['leaks']} in {_scanned['events']} Events and {_scanned['resources']} custom resources "
-        "(statuses included)"
+        f"canary keys: {len(_log_stream.leaks)} leaks in {_log_stream.lines} log lines ({SESSION_LOG_FORMAT}, "
+        f"{SESSION_LOG_LEVEL}, redacted, as the pod log holds them), {len(_raw_records.leaks)} in "
+        f"{_raw_records.records} log records before redaction; {_scanned['leaks']} in {api}, statuses included; "
+        f"{_scanned['operators']} operators run"
     )
     teardown = (
         f"teardown: {_teardown_counts['namespaces']} namespaces deleted; {_teardown_counts['released']} resources "
         f"released by the operator, {_teardown_counts['stripped']} stripped of their finalizer"
     )
+    problems = [f"LEAK in the log: {leak}" for leak in _log_stream.leaks[:20]]
+    problems += [f"LEAK to a log call (redacted in the log): {leak}" for leak in _raw_records.leaks[:20]]
+    if _scanned["leaks"]:
+        problems.append(f"LEAK to the Kubernetes API: {_scanned['leaks']} (see the failed tests)")
+    problems += [f"CANARY SCAN: {change}: later log lines were not scanned" for change in changes]
+    if empty:
+        problems.append(f"CANARY SCAN scanned {' and '.join(empty)} although {_scanned['operators']} operators ran")
     if reporter is not None:
         for area, line in sorted(_summaries.items()):
             reporter.write_line(f"{area}: {line}")
         reporter.write_line(summary)
         reporter.write_line(teardown)
-    if _canary_handler.leaks:
-        if reporter is not None:
-            for leak in _canary_handler.leaks[:20]:
-                reporter.write_line(f"LEAK {leak}")
+        for problem in problems:
+            reporter.write_line(problem)
+    if problems:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

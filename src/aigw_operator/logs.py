@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from aigw_operator.redaction import install_log_redaction
 
@@ -29,13 +29,20 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault("kind", ref.get("kind"))
             entry.setdefault("namespace", ref.get("namespace"))
             entry.setdefault("object_name", ref.get("name"))
-        if record.exc_info:
+        if record.exc_text:  # the redaction puts the redacted traceback here: never format it anew
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure(level: str = "INFO", fmt: str = "text", *, stream: TextIO | None = None) -> logging.Handler:
+    """The operator's one logging setup (``aigw-operator run``): a single root handler writing
+    ``fmt`` lines to ``stream`` (default: standard error), and redaction of every record.
+
+    The test suite installs the same setup for the whole session, with a ``stream`` that scans what
+    would reach the pod log for API keys. Returns the handler."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -46,3 +53,4 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     # httpx logs every request URL at INFO; too chatty for an operator's normal log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     install_log_redaction()
+    return handler

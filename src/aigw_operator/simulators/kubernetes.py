@@ -145,6 +145,10 @@ _BUILTINS: tuple[ResourceType, ...] = (
 )
 
 
+#: ``KubeEmulator.on_write``: (resource type, watch event type, the object as stored, a copy).
+WriteHook = Callable[[ResourceType, str, JSON], None]
+
+
 @dataclass
 class _RequestState:
     """What one HTTP write request carries through the store code: its ``fieldValidation``
@@ -638,6 +642,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
     # Resources (as "secrets", "gatewayendpoints.aigw.dev") whose objects a pass deletes first, in
     # this order; the other namespaced resources follow, sorted by that spelling.
     namespace_deletion_order: tuple[str, ...] = ("secrets", "configmaps")
+    # Called once for every stored write of any object, whoever made it (a client's create, update,
+    # patch, /status write or delete, the namespace controller, Event expiry, register_crd), with
+    # the resource type, the watch event type ("ADDED", "MODIFIED", "DELETED") and a deep copy of
+    # the object as stored. Not for refused writes, dry runs or no-ops. It runs synchronously inside
+    # the write, after the store and the watch queues are updated and before the response: keep it
+    # cheap, and record rather than raise (an exception reaches the writer, the write stays stored).
+    on_write: WriteHook | None = None
 
     _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _store: dict[tuple[str, str], dict[tuple[str | None, str], JSON]] = attrs.field(
@@ -1373,6 +1384,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         else:
             bucket[(meta.get("namespace"), meta["name"])] = obj
         self._emit(event_type, rtype, obj, prev)
+        if self.on_write is not None:
+            self.on_write(rtype, event_type, copy.deepcopy(obj))
         return obj
 
     def _create(self, rtype: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False) -> JSON:
