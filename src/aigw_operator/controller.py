@@ -59,8 +59,10 @@ class _LazyKube:
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         await self._require().post_event(ref, type_, reason, message)
 
-    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> str | None:
-        return await self._require().patch_annotations(ref, annotations)
+    async def patch_annotations(
+        self, ref: ObjectRef, annotations: Mapping[str, str | None], *, expect_version: str | None = None
+    ) -> str | None:
+        return await self._require().patch_annotations(ref, annotations, expect_version=expect_version)
 
     async def set_secret_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str

@@ -45,6 +45,10 @@ class Connection:
     private_key_path: str | None = None
 
 
+class WriteConflict(Exception):
+    """A write made on a precondition (the object's resourceVersion) found the object changed."""
+
+
 class KubeClient:
     def __init__(self, connection: Connection, *, component: str = "aigw-operator", timeout: float = 30.0) -> None:
         # Says who is asking, in API server audit logs (and the emulator's access counts).
@@ -102,14 +106,23 @@ class KubeClient:
         """Merge-patch the status subresource: the new resourceVersion, None when the object is gone."""
         return await self._patch(f"{ref.path}/status", {"status": dict(status)})
 
-    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> str | None:
-        """Merge-patch annotations (None removes one): the new resourceVersion, None when the object is gone."""
-        return await self._patch(ref.path, {"metadata": {"annotations": dict(annotations)}})
+    async def patch_annotations(
+        self, ref: ObjectRef, annotations: Mapping[str, str | None], *, expect_version: str | None = None
+    ) -> str | None:
+        """Merge-patch annotations (None removes one): the new resourceVersion, None when the object
+        is gone. With ``expect_version``, only if the object is still at that resourceVersion
+        (else WriteConflict): a guard another process may be writing at the same time."""
+        metadata: dict[str, Any] = {"annotations": dict(annotations)}
+        if expect_version:
+            metadata["resourceVersion"] = expect_version
+        return await self._patch(ref.path, {"metadata": metadata})
 
     async def _patch(self, path: str, body: Mapping[str, Any]) -> str | None:
         response = await self._send("PATCH", path, json=body, merge_patch=True)
         if response.status_code == 404:
             return None
+        if response.status_code == 409:
+            raise WriteConflict(path)
         response.raise_for_status()
         version: str = response.json().get("metadata", {}).get("resourceVersion", "")
         return version

@@ -37,6 +37,7 @@ from aigw_operator.contract import (
 )
 from aigw_operator.credentials import Credentials, CredentialsMissing, SecretValue
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, SecretKeyRef
+from aigw_operator.kube import WriteConflict
 from aigw_operator.listings import Listings
 from aigw_operator.ownership import Claimant, Ownership
 from aigw_operator.redaction import redact
@@ -346,9 +347,19 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             # A few looks over the window, not a poll at the short interval throughout.
             look = max(self.settings.short_poll_interval, self.settings.create_settle_seconds / 4)
             raise _Halt(Outcome(min(wait, look)))
-        # Written before the POST: if its outcome is lost, the search knows to look for it.
+        # Written before the POST: if its outcome is lost, the search knows to look for it. On
+        # the resourceVersion read, so that of two processes reconciling this resource at once
+        # (two replicas, a split brain) only one gets to POST; the other reads again and finds
+        # the mark, or the id.
         marker = f"{time.time():.3f}"
-        state.wrote(await self.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: marker}))
+        try:
+            version = await self.kube.patch_annotations(
+                resource.ref, {CREATE_PENDING_ANNOTATION: marker}, expect_version=resource.version or None
+            )
+        except WriteConflict:
+            logger.info("%s %s/%s changed before its create: reading it again", *self._who(resource))
+            raise _Halt(Outcome(self.settings.short_poll_interval)) from None
+        state.wrote(version)
         report.marked = True
         try:
             observed = await self._create(api_key, resource, desired, state, report)
@@ -696,6 +707,9 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
 
     def _parse(self, resource: Resource) -> SpecT:
         return cast(SpecT, self.info.spec_model.model_validate(resource.spec))
+
+    def _who(self, resource: Resource) -> tuple[str, str, str]:
+        return self.info.kind, resource.ref.namespace, resource.ref.name
 
     def _describe(self, observed: ObservedT) -> str:
         return f"{self.adapter.upstream} object {self.adapter.upstream_id(observed)}"

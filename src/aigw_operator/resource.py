@@ -18,7 +18,9 @@ class KubeWriter(Protocol):
 
     async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None: ...
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
-    async def patch_annotations(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> str | None: ...
+    async def patch_annotations(
+        self, ref: ObjectRef, annotations: Mapping[str, str | None], *, expect_version: str | None = None
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Resource:
     status: Mapping[str, Any]
     annotations: Mapping[str, str]
     created: float | None = None  # creationTimestamp, as a Unix time
+    version: str = ""  # metadata.resourceVersion of the body read
 
     @classmethod
     def from_body(cls, info: KindInfo, body: Mapping[str, Any]) -> Resource:
@@ -48,6 +51,7 @@ class Resource:
             status=dict(body.get("status") or {}),
             annotations=dict(meta.get("annotations") or {}),
             created=_unix_time(meta.get("creationTimestamp")),
+            version=str(meta.get("resourceVersion") or ""),
         )
 
 
