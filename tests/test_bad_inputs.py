@@ -786,7 +786,8 @@ class Tally:
             "bad inputs",
             f"refused {sum(self.refused.values())}/{self.total} at kubectl-apply time "
             f"({self.refused[400]} with 400 while decoding, {self.refused[422]} with 422 by validation), "
-            f"{self.upstream} upstream refusals reported after <=1 call per generation",
+            f"{self.upstream}/{len(REFUSED)} upstream refusals reported after exactly 1 refused call "
+            "(no other upstream write) for the generation",
         )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from aigw_operator.simulators.base import SimulatorServer
 from aigw_operator.simulators.baseten import BasetenSimulator
+from aigw_operator.simulators.kubectl import condition
 from tests import test_dedicated_endpoint, test_gateway_endpoint, test_model, test_provider
 from tests.conftest import KubeEnv, OperatorRunner
 
@@ -28,18 +29,29 @@ LIST_ROUTES = {
 
 @dataclass(frozen=True)
 class Kind:
+    """One kind's budget, per single create and per single spec change: docs/reliability.md
+    states the same figures ("Cheap on quotas"). Upstream calls count every request, GETs by id
+    included."""
+
     kind: str
     plural: str
     spec: Callable[[int], dict[str, Any]]
     sim: str
-    # Writes a create may cost: the finalizer, the status, the Created Event (+ extras below).
+    change: dict[str, Any]  # one spec change, applied in place upstream
+    # A create: the finalizer, the status, the Created Event (+ extras below).
     k8s_writes: int = 3
+    # A create: the listing searched for the natural key (one listing serves the creates of a
+    # burst, so later ones often cost the POST alone), the POST.
     upstream_calls: int = 2
-    # Upstream calls an operator process makes once, not per create.
+    # Made by the first create of an operator process only, not by each: upstream calls, and
+    # Kubernetes writes per credentials Secret (the finalizer that keeps it while resources
+    # need it to delete their upstream objects, secret_protection).
     once: int = 0
-    # Kubernetes writes made once per credentials Secret, not per create: the finalizer that
-    # keeps it while resources need it to delete their upstream objects (secret_protection).
     k8s_once: int = 1
+    # A spec change: the status, the Updated Event.
+    change_writes: int = 2
+    # A spec change: the read of the stored id (a GET), the PATCH.
+    change_calls: int = 2
 
 
 KINDS = [
@@ -48,27 +60,39 @@ KINDS = [
         "gatewayendpoints",
         lambda i: test_gateway_endpoint.spec(slug=f"my-org/m{i}"),
         "baseten",
+        {"targets": [{"provider": "BASETEN", "modelId": "7mP2wqe"}]},
     ),
     Kind(
         "Provider",
         "providers",
         lambda i: test_provider.spec(providerId=f"vllm-{i}"),
         "ngrok",
+        {"name": "vLLM cluster"},
     ),
     # Model: the registry's configuration schemas, read once per tenant.
-    Kind("Model", "models", lambda i: test_model.spec(name=f"assistant-{i}"), "registry", once=1),
+    Kind(
+        "Model",
+        "models",
+        lambda i: test_model.spec(name=f"assistant-{i}"),
+        "registry",
+        {"summary": "changed summary"},
+        once=1,
+    ),
     # Together: two more writes, the create-pending mark that must precede a POST no upstream
     # key deduplicates and its removal once the id is in the status (a stale mark would let a
     # later search adopt a same-named endpoint); and status writes while the endpoint starts.
-    # Upstream: the POST, and one hardware check for the model shared by the creates (then
-    # GETs follow the start-up; not counted).
+    # Upstream: no search (no unique key; only a create-pending mark makes it look), the POST
+    # and the GETs that follow the start-up: at most 2 for the simulator's 0.5 s start-up polled
+    # every short_poll_interval (0.5 s). The hardware check for the model is made once, shared
+    # by the creates.
     Kind(
         "DedicatedEndpoint",
         "dedicatedendpoints",
         lambda i: test_dedicated_endpoint.spec(),
         "together",
-        6,
-        upstream_calls=1,
+        {"autoscaling": {"minReplicas": 2, "maxReplicas": 3}},
+        k8s_writes=6,
+        upstream_calls=3,
         once=1,
     ),
 ]
@@ -79,30 +103,61 @@ def _writes(env: KubeEnv) -> int:
     return env.emulator.writes()
 
 
+async def _settled() -> None:
+    """Anything the operator still had in flight for the last step has landed."""
+    await asyncio.sleep(0.3)
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=[k.kind for k in KINDS])
-async def test_create_costs(
+async def test_create_and_spec_change_costs(
     kind: Kind,
     kube_env: KubeEnv,
     simulators: dict[str, SimulatorServer],
     operator: OperatorRunner,
     credentials: str,
 ) -> None:
+    """Each create on its own, one after another (a sum over several would let one of them cost
+    more), then one spec change of each resource: Kubernetes writes and upstream calls of each."""
     if kube_env.emulator is None:
         pytest.fail("counts API-server writes: needs the emulator's counters")
     sim = simulators[kind.sim]
-    sim.reset_counts()
-    creates = 3
-    before = _writes(kube_env)
-    for i in range(creates):
+    creates: list[tuple[int, list[tuple[str, str | None]]]] = []
+    for i in range(3):
+        sim.reset_counts()
+        before = _writes(kube_env)
         response = await kube_env.kube.create(kind.kind, kind.plural, f"x{i}", kind.spec(i))
         assert response.status_code == 201, response.text
-    for i in range(creates):
         await kube_env.kube.wait_condition(kind.plural, f"x{i}", "Ready", "True")
-    await asyncio.sleep(0.3)  # anything the creates still had in flight
-    writes = _writes(kube_env) - before - creates  # minus our own POSTs of the resources
-    calls = [(r.method, r.route) for r in sim.requests if (r.method, r.route) != ("GET", "/v1/endpoints/{id}")]
-    assert writes <= kind.k8s_writes * creates + kind.k8s_once, (writes, kube_env.emulator.counters())
-    assert len(calls) <= kind.upstream_calls * creates + kind.once, calls
+        await _settled()
+        creates.append((_writes(kube_env) - before - 1, [(r.method, r.route) for r in sim.requests]))  # -1: our POST
+    for i, (writes, calls) in enumerate(creates):
+        first = i == 0
+        assert writes <= kind.k8s_writes + (kind.k8s_once if first else 0), (i, writes, kube_env.emulator.counters())
+        assert len(calls) <= kind.upstream_calls + (kind.once if first else 0), (i, calls)
+
+    for i in range(3):
+        sim.reset_counts()
+        before = _writes(kube_env)
+        response = await kube_env.kube.patch_spec(kind.plural, f"x{i}", kind.change)
+        assert response.status_code == 200, response.text
+
+        def current(obj: dict[str, Any] | None) -> bool:
+            ready = condition(obj, "Ready") if obj else None
+            return bool(
+                obj
+                and obj["status"].get("observedGeneration") == 2
+                and ready
+                and ready["status"] == "True"
+                and ready.get("observedGeneration") == 2
+            )
+
+        await kube_env.kube.wait_for(kind.plural, f"x{i}", current)
+        await _settled()
+        writes = _writes(kube_env) - before - 1  # -1: our PATCH of the spec
+        calls = [(r.method, r.route) for r in sim.requests]
+        assert [m for m, _ in calls].count("PATCH") == 1, calls
+        assert writes <= kind.change_writes, (i, writes, kube_env.emulator.counters())
+        assert len(calls) <= kind.change_calls, (i, calls)
 
 
 async def test_many_resyncs_share_list_calls(

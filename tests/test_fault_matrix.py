@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 
 from aigw_operator import FINALIZER
+from aigw_operator.kinds.dedicated_endpoint import DedicatedEndpointAdapter
+from aigw_operator.kinds.gateway_endpoint import GatewayEndpointAdapter
 from aigw_operator.settings import Settings
 from aigw_operator.simulators.base import RequestRecord, SimulatorServer
 from aigw_operator.simulators.baseten import BasetenSimulator
@@ -32,6 +34,7 @@ from aigw_operator.simulators.kubectl import Kube, condition
 from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
 from aigw_operator.simulators.together import TogetherSimulator
+from aigw_operator.upstreams.http import Unavailable
 from tests.conftest import (
     API_KEY,
     NGROK_KEY,
@@ -73,6 +76,18 @@ class Driver:
     delete_out_of_band: Callable[[Any, str], None]
     change_out_of_band: Callable[[Any, str], None]  # change a field the operator corrects in place
     rotate: Callable[[Any, str, str], None]  # the upstream accepts the new key and refuses the old one
+    # The create route and the body field holding the object's natural key (slug, provider id,
+    # name, display name): the simulator counts the creates sent per object by them.
+    create_route: str
+    create_key: str
+    # Upstream requests a create costs until Ready with no fault (Harness.settings()).
+    create_calls: int
+    # The adapter reads the object before its DELETE (the registry deletes by name, not id): a
+    # restarted operator then finds it gone instead of sending the DELETE again.
+    reads_before_delete: bool = False
+    # Listings while a create-pending mark settles (Together, which has no unique key): one at
+    # once and one every create_settle_seconds / 4 (3 s / 4) until the mark has settled.
+    settle_lists: int = 0
 
 
 def _drop(sim: Any, upstream_id: str) -> None:
@@ -118,6 +133,9 @@ GATEWAY_ENDPOINT = Driver(
     delete_out_of_band=_drop,
     change_out_of_band=_baseten_edit,
     rotate=_baseten_rotate,
+    create_route="/v1/gateway/endpoints",
+    create_key="slug",
+    create_calls=2,  # the listing searched for the slug, the POST
 )
 
 
@@ -158,6 +176,9 @@ PROVIDER = Driver(
     delete_out_of_band=_drop,
     change_out_of_band=_ngrok_edit,
     rotate=_ngrok_rotate,
+    create_route="/providers",
+    create_key="providerId",
+    create_calls=2,  # the listing searched for the provider id, the POST
 )
 
 
@@ -210,6 +231,10 @@ MODEL = Driver(
     delete_out_of_band=_registry_delete,
     change_out_of_band=_registry_edit,
     rotate=_registry_rotate,
+    create_route="/api/v1/models/",
+    create_key="name",
+    create_calls=3,  # the listing searched for the name, the dtype's configuration schema, the POST
+    reads_before_delete=True,
 )
 
 
@@ -264,6 +289,11 @@ DEDICATED_ENDPOINT = Driver(
     delete_out_of_band=_drop,
     change_out_of_band=_together_edit,
     rotate=_together_rotate,
+    create_route="/v1/endpoints",
+    create_key="display_name",
+    # The hardware check, the POST, and GETs following the start-up (0.1 s, polled every 0.2 s).
+    create_calls=4,
+    settle_lists=5,
 )
 
 DRIVERS = [GATEWAY_ENDPOINT, PROVIDER, MODEL, DEDICATED_ENDPOINT]
@@ -274,15 +304,32 @@ DRIVERS = [GATEWAY_ENDPOINT, PROVIDER, MODEL, DEDICATED_ENDPOINT]
 
 @dataclass
 class Tally:
+    """Per case, whatever way it ended: a case that fails or times out before its last check
+    counts as failed, and adds to a figure only what it measured."""
+
     cases: int = 0
-    duplicates: int = 0  # cases where some resource had more than one upstream object
+    passed: int = 0
+    failed: int = 0  # the case raised (an assertion, a wait that timed out) or broke an invariant
+    known: int = 0  # of the failed: expected failures (KNOWN_GAPS), marked xfail
+    # Upstream objects per resource, counted at every convergence check of a case.
+    objects_checked: int = 0  # cases that reached a convergence check
+    one_object: int = 0  # ... and found exactly one upstream object, the one status.id names
+    # Creates sent (POSTs to the create route for the resource's natural key, whatever their answer).
+    creates_checked: int = 0
+    creates_as_expected: int = 0
+    extra_creates: int = 0  # creates sent beyond those expected, over all cases
     leaks: int = 0  # cases that left an upstream object behind a deleted resource
     stuck: int = 0  # cases whose resource stayed on its finalizer after deletion
 
     def record(self) -> None:
+        known = f" ({self.known} known, xfail)" if self.known else ""
         record_summary(
             "fault matrix",
-            f"{self.cases} cases, duplicates {self.duplicates}, leaks {self.leaks}, stuck finalizers {self.stuck}",
+            f"{self.cases} cases, {self.passed} passed, {self.failed} failed{known}; upstream objects per resource "
+            f"1 (= status.id) in {self.one_object}/{self.objects_checked}; creates sent as expected "
+            f"in {self.creates_as_expected}/{self.creates_checked} (1 per upstream object the case makes, "
+            f"plus creates refused unprocessed), {self.extra_creates} extra; leaks {self.leaks}, "
+            f"stuck finalizers {self.stuck}",
         )
 
 
@@ -306,7 +353,9 @@ class Harness:
         self.max_requests = max_requests
         self.runner: OperatorRunner | None = None
         self.generation = 0
-        self.duplicate = False
+        # Convergence checks made, and those that found one upstream object, the one status.id names.
+        self.object_checks = 0
+        self.one_object = 0
         self.leak = False
         self.stuck = False
         # Broken invariants that do not stop the case: it goes on to the deletion, so that a
@@ -381,10 +430,31 @@ class Harness:
         return f"http://{self.sim.host}:{self.sim.port}"
 
     def objects(self) -> list[str]:
-        ids = self.driver.objects(self.sim)
-        if len(ids) > 1:
-            self.duplicate = True
-        return ids
+        return self.driver.objects(self.sim)
+
+    def creates_sent(self) -> int:
+        """POSTs to the kind's create route for the resource's natural key over the whole case
+        (reset_counts() included), accepted, refused, lost or in flight alike."""
+        sent = self.sim.sent_by_key("POST", self.driver.create_route, self.driver.create_key)
+        # One resource per case: a create under another key would be for something else.
+        if len(sent) > 1:
+            self.problems.append(f"{self.driver.kind}: creates for several keys: {dict(sent)}")
+        return sum(sent.values())
+
+    def creates_expected(self, objects: int) -> int:
+        """``objects`` upstream objects the case makes (one, or two with a recreation), plus the
+        creates a fault answered without processing them (a 5xx or a 429 from the simulator's
+        fault injection): those reached the upstream but cannot have created anything."""
+        refused = [
+            r
+            for r in self.sim.history
+            if r.method == "POST"
+            and r.route == self.driver.create_route
+            and not r.lost
+            and r.status is not None
+            and (r.status == 429 or r.status >= 500)
+        ]
+        return objects + len(refused)
 
     def requests(self, method: str | None = None, *, ok: bool = False) -> list[RequestRecord]:
         return [r for r in self.sim.requests if (method is None or r.method == method) and (not ok or _ok(r))]
@@ -433,7 +503,10 @@ class Harness:
         # A request the upstream is still working on (a slow one) may yet create something.
         await self.quiesce()
         ids = self.objects()
-        if ids != [obj["status"]["id"]]:
+        self.object_checks += 1
+        if ids == [obj["status"]["id"]]:
+            self.one_object += 1
+        else:
             self.problems.append(
                 f"{self.driver.kind}: upstream objects {ids}, status.id {obj['status']['id']}; requests {self._log()}"
             )
@@ -472,7 +545,9 @@ async def lost_post(h: Harness) -> None:
     await h.converged()
     posts = h.requests("POST")
     assert posts and posts[0].lost, "the fault did not hit the create"
-    assert len(posts) <= 2, "at most one more POST than the lost one"
+    # The README: a create whose outcome is unknown is never retried blindly; the object is
+    # found by its key (Together: by the create-pending mark) and adopted.
+    assert h.creates_sent() == 1, f"the lost create was sent again: {h._log()}"
 
 
 async def lost_patch(h: Harness) -> None:
@@ -483,7 +558,10 @@ async def lost_patch(h: Harness) -> None:
     await h.converged()
     patches = h.requests("PATCH")
     assert patches and patches[0].lost, "the fault did not hit the update"
-    assert len(patches) <= 2
+    # Every adapter sends its PATCH as idempotent (the same fields, the same values), so the
+    # transport repeats it at once after the lost answer (max_retries 2 in make_settings); the
+    # repeat is answered, so exactly one more.
+    assert len(patches) == 2, h._log()
     assert h.driver.updated(h.sim, obj["status"]["id"])
     assert h.requests("POST") == []
 
@@ -496,7 +574,9 @@ async def lost_delete(h: Harness) -> None:
     await h.deleted()
     deletes = h.requests("DELETE")
     assert deletes and deletes[0].lost, "the fault did not hit the delete"
-    assert len(deletes) <= 3
+    # DELETE is idempotent: the transport repeats it at once after the lost answer (max_retries
+    # 2 in make_settings), and the repeat is answered 404, which counts as gone: exactly one more.
+    assert [r.status for r in deletes[1:]] == [404], h._log()
     h.check_bound()
 
 
@@ -549,7 +629,11 @@ async def kill_after_delete(h: Harness) -> None:
     assert obj is not None and FINALIZER in obj["metadata"]["finalizers"], "the finalizer came off: too late"
     await h.start()
     await h.deleted()
-    assert len(h.requests("DELETE")) <= 2
+    # The restarted operator cannot know the held DELETE was carried out: it sends it again (by
+    # id, answered 404: gone), or, where the adapter reads first, finds nothing and sends none.
+    deletes = h.requests("DELETE")
+    expected = [] if h.driver.reads_before_delete else [404]
+    assert [r.status for r in deletes[1:]] == expected, h._log()
     h.check_bound()
 
 
@@ -600,7 +684,10 @@ async def slow_upstream(h: Harness) -> None:
     h.sim.faults.slow_next(1, SLOW_SECONDS, method="POST")
     await h.create()
     await h.converged()
-    assert 1 <= len(h.requests("POST")) <= 2
+    # The README: a create whose outcome is unknown (here a timeout) is never retried blindly.
+    # A listing made while the slow POST is still being carried out cannot show its object, so a
+    # second POST after it is a blind retry too (see KNOWN_GAPS). test_fault_matrix checks the
+    # creates sent (exactly 1) after the deletion, so that the case also shows whether it leaks.
 
 
 async def secret_missing(h: Harness) -> None:
@@ -664,48 +751,113 @@ async def changed_out_of_band(h: Harness) -> None:
 @dataclass(frozen=True)
 class Case:
     run: Callable[[Harness], Awaitable[None]]
-    # Upstream requests allowed from the fault's start until convergence (or deletion).
-    max_requests: int
+    # Upstream requests allowed from the fault's start until convergence (or deletion), for a
+    # kind: each bound is derived below from the kind's create cost and the settings of
+    # make_settings() / Harness.settings() (max_retries 2, error backoff 0.2 s doubling to 1 s).
+    max_requests: Callable[[Driver], int]
     # The case deletes the resource itself; the others end with a plain deletion.
     deletes: bool = False
+    # Upstream objects the case makes for its one resource: the creates it may send (plus any a
+    # fault answers unprocessed, see Harness.creates_expected).
+    objects: int = 1
 
+
+# Finding an object whose create answer never came: one listing (Together: plus the GET of the
+# candidate, as its list lacks the display name).
+FIND = 2
+# An update: the read that shows the difference, the PATCH, and one read or repeat after it.
+UPDATE = 3
+# A 5xx storm of STORM_SECONDS: the loop backs off uniform(d/2, d), d = 0.2 s doubling to 1 s, so
+# at most 5 reconciles start within 1.5 s (at 0, 0.1, 0.3, 0.7, 1.2 s at the earliest), each
+# making 1 + max_retries (2) attempts of its first request.
+STORM_ATTEMPTS = 5 * 3
 
 CASES: dict[str, Case] = {
-    "lost-post": Case(lost_post, 10),
-    "lost-patch": Case(lost_patch, 10),
-    "lost-delete": Case(lost_delete, 8, deletes=True),
-    "kill-before-post": Case(kill_before_post, 12),
-    "kill-after-post": Case(kill_after_post, 12),
-    "kill-after-patch": Case(kill_after_patch, 10),
-    "kill-after-delete": Case(kill_after_delete, 8, deletes=True),
-    "5xx-storm": Case(storm_5xx, 30),
-    "429-storm": Case(storm_429, 12),
-    "connection-refused": Case(connection_refused, 10),
-    "slow-upstream": Case(slow_upstream, 12),
-    "secret-missing": Case(secret_missing, 10),
-    "secret-rotated": Case(secret_rotated, 12),
-    "deleted-out-of-band": Case(deleted_out_of_band, 12),
-    "changed-out-of-band": Case(changed_out_of_band, 12),
+    "lost-post": Case(lost_post, lambda d: d.create_calls + FIND),
+    # A read, the lost PATCH and the transport's repeat of it (PATCH is sent as idempotent).
+    "lost-patch": Case(lost_patch, lambda d: UPDATE),
+    # The lost DELETE and its repeat (answered 404), plus the registry's read before it.
+    "lost-delete": Case(lost_delete, lambda d: 2 + d.reads_before_delete, deletes=True),
+    # The request hanging at the kill, then a create; Together also looks for the create its
+    # mark announces (the mark is written before the hardware check that hung) until it settles.
+    "kill-before-post": Case(kill_before_post, lambda d: 1 + d.settle_lists + d.create_calls),
+    "kill-after-post": Case(kill_after_post, lambda d: d.create_calls + FIND),
+    # A read, the held PATCH, and the read after the restart that shows it applied.
+    "kill-after-patch": Case(kill_after_patch, lambda d: UPDATE),
+    # The held DELETE and its repeat after the restart (404), or the registry's read instead,
+    # plus its read before the first.
+    "kill-after-delete": Case(kill_after_delete, lambda d: 2 + d.reads_before_delete, deletes=True),
+    "5xx-storm": Case(storm_5xx, lambda d: STORM_ATTEMPTS + d.create_calls),
+    # Each of the three 429s answers one request, which is sent again after Retry-After.
+    "429-storm": Case(storm_429, lambda d: 3 + d.create_calls),
+    # Nothing reaches the stopped upstream (asserted), then a plain create.
+    "connection-refused": Case(connection_refused, lambda d: d.create_calls),
+    # The timed-out POST, the looks for it (Together: until it settles), and the second POST of
+    # KNOWN_GAPS, which a closed gap removes.
+    "slow-upstream": Case(slow_upstream, lambda d: d.create_calls + FIND + d.settle_lists + 1),
+    # Nothing without the Secret (asserted), then a plain create.
+    "secret-missing": Case(secret_missing, lambda d: d.create_calls),
+    # The read refused with the old key, the read with the new one, the PATCH.
+    "secret-rotated": Case(secret_rotated, lambda d: UPDATE),
+    # The read that finds the object gone (a GET answered 404, or a listing without it), then a
+    # create: the original, then its recreation, are the case's two upstream objects.
+    "deleted-out-of-band": Case(deleted_out_of_band, lambda d: 1 + d.create_calls, objects=2),
+    # The resync that sees the drift (Together: its list, then the full GET for autoscaling), the
+    # PATCH, and one more 1 s resync before the check.
+    "changed-out-of-band": Case(changed_out_of_band, lambda d: 4),
+}
+
+
+# Cases that fail today for a reason outside the tests, each marked xfail(strict=True): the test
+# shows the gap, and once it is closed the XPASS fails the run until the entry goes.
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    (case, kind): (
+        "a POST past the client timeout is sent again about 0.2 s later (after a listing the slow "
+        "POST cannot be in yet); the upstream refuses the second as a duplicate key, so one "
+        "object, two creates sent. Together waits create_settle_seconds and sends one."
+    )
+    for case in ("slow-upstream",)
+    for kind in ("GatewayEndpoint", "Provider", "Model")
 }
 
 
 @pytest.mark.parametrize("driver", DRIVERS, ids=lambda d: d.kind)
 @pytest.mark.parametrize("case", list(CASES))
-async def test_fault_matrix(case: str, driver: Driver, kube_env: KubeEnv, credentials: str) -> None:
+async def test_fault_matrix(
+    case: str, driver: Driver, kube_env: KubeEnv, credentials: str, request: pytest.FixtureRequest
+) -> None:
+    known = KNOWN_GAPS.get((case, driver.kind))
+    if known:
+        request.applymarker(pytest.mark.xfail(reason=known, strict=True))
     spec = CASES[case]
     async with driver.simulator() as sim:
-        h = Harness(driver, kube_env, sim, spec.max_requests)
+        h = Harness(driver, kube_env, sim, spec.max_requests(driver))
+        passed = False
         try:
             await spec.run(h)
             if not spec.deletes:
                 await h.delete()
                 await h.deleted()
+            sent, expected = h.creates_sent(), h.creates_expected(spec.objects)
+            if sent != expected:
+                h.problems.append(f"{driver.kind}: {sent} creates sent, {expected} expected; requests {h._log()}")
+            passed = not h.problems and not sim.contract_violations
         finally:
             try:
                 await h.stop()
             finally:
                 TALLY.cases += 1
-                TALLY.duplicates += h.duplicate
+                TALLY.passed += passed
+                TALLY.failed += not passed
+                TALLY.known += bool(known) and not passed
+                if h.object_checks:
+                    TALLY.objects_checked += 1
+                    TALLY.one_object += h.one_object == h.object_checks
+                # Measured whatever way the case ended: the simulator saw every create sent.
+                sent, expected = h.creates_sent(), h.creates_expected(spec.objects)
+                TALLY.creates_checked += 1
+                TALLY.creates_as_expected += sent == expected
+                TALLY.extra_creates += max(0, sent - expected)
                 TALLY.leaks += h.leak
                 TALLY.stuck += h.stuck
                 TALLY.record()
@@ -715,3 +867,52 @@ async def test_fault_matrix(case: str, driver: Driver, kube_env: KubeEnv, creden
         # let a simulator without a checker pass unchecked.
         assert sim.contract_checker is not None, f"{driver.kind}: no contract checker"
         assert sim.contract_violations == [], sim.contract_violations
+
+
+# ------------------------------------------------------------------- the figures can move
+
+
+async def _blind_retry_on_unknown_outcome(original: Callable[..., Awaitable[Any]], adapter: Any, *args: Any) -> Any:
+    try:
+        return await original(adapter, *args)
+    except Unavailable as exc:
+        if not exc.outcome_unknown:
+            raise
+        # What the loop must never do: send the create again without looking for the first.
+        return await original(adapter, *args)
+
+
+@pytest.mark.parametrize("driver", [GATEWAY_ENDPOINT, DEDICATED_ENDPOINT], ids=lambda d: d.kind)
+async def test_figures_report_a_blind_retry(
+    driver: Driver, kube_env: KubeEnv, credentials: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost-post case with the guard broken on purpose: the adapter's public ``create`` (the
+    seam every loop calls, whatever its shape) POSTs again at once after an unknown outcome. The
+    figures must show it. Baseten refuses the second POST as a duplicate slug and the loop adopts
+    the first: one object, so only the creates-sent figure can see the retry. Together has no
+    unique key: two objects, one left behind by the deletion. Nothing here goes into TALLY."""
+    adapter_class = GatewayEndpointAdapter if driver is GATEWAY_ENDPOINT else DedicatedEndpointAdapter
+    original = adapter_class.create
+
+    async def create(self: Any, api_key: str, spec: Any) -> Any:
+        return await _blind_retry_on_unknown_outcome(original, self, api_key, spec)
+
+    monkeypatch.setattr(adapter_class, "create", create)
+    async with driver.simulator() as sim:
+        h = Harness(driver, kube_env, sim, CASES["lost-post"].max_requests(driver))
+        try:
+            sim.faults.lose_next_response("POST")
+            await h.start()
+            await h.create()
+            await h.converged(count=False)
+            await h.delete()
+            await h.deleted()
+        finally:
+            await h.stop()
+        sent, expected = h.creates_sent(), h.creates_expected(CASES["lost-post"].objects)
+        assert (sent, expected) == (2, 1), h._log()
+        if driver is GATEWAY_ENDPOINT:
+            assert [r.status for r in h.requests("POST")] == [200, 400], h._log()  # lost, then the duplicate slug
+            assert h.one_object == h.object_checks == 1 and not h.leak and h.problems == []
+        else:
+            assert h.one_object == 0 and h.object_checks == 1 and h.leak, h.problems

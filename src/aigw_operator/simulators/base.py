@@ -32,7 +32,7 @@ import asyncio
 import json
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -269,6 +269,9 @@ class SimulatorServer:
         self.rate_limit = rate_limit
         self.faults = Faults()
         self.requests: list[RequestRecord] = []
+        #: Every request since the simulator was built, in order: reset_counts() clears
+        #: ``requests`` only, so what was sent per object (:meth:`sent_by_key`) outlives a reset.
+        self.history: list[RequestRecord] = []
         self.contract_checker = contract_checker
         self.contract_violations: list[str] = []
         #: Highest number of requests seen within any one-second window, overall and per key.
@@ -365,6 +368,22 @@ class SimulatorServer:
             if (method is None or r.method == method.upper()) and (route is None or r.route == route)
         )
 
+    def sent_by_key(
+        self, method: str, route: str, key: str | Callable[[RequestRecord], Any], *, since_reset: bool = False
+    ) -> Counter[str]:
+        """How many ``method`` requests to ``route`` each natural key got, whatever their answer:
+        accepted, refused (a duplicate key, an injected 5xx or 429), lost, or still in flight.
+
+        For a create route and the object's natural key (a slug, a provider id, a name, a display
+        name) this is the number of creates sent per object, a figure that moves even where the
+        upstream refuses a duplicate key and so never holds two objects. ``key`` names a field of
+        the JSON body, or reads the key from the record. Counts :attr:`history` (every request),
+        or with ``since_reset`` :attr:`requests` only.
+        """
+        records = self.requests if since_reset else self.history
+        read = key if callable(key) else (lambda r: r.body.get(key) if isinstance(r.body, dict) else None)
+        return Counter(str(read(r)) for r in records if r.method == method.upper() and r.route == route)
+
     def writes(self) -> list[RequestRecord]:
         return [r for r in self.requests if r.method not in ("GET", "HEAD", "OPTIONS")]
 
@@ -428,6 +447,7 @@ class SimulatorServer:
             headers=redact_headers(request.headers),
         )
         self.requests.append(record)
+        self.history.append(record)
         self._observe_rate(key, now)
         call = Call(request=request, route=record.route or "", body=body, key=key)
 
