@@ -686,7 +686,7 @@ async def slow_upstream(h: Harness) -> None:
     await h.converged()
     # The README: a create whose outcome is unknown (here a timeout) is never retried blindly.
     # A listing made while the slow POST is still being carried out cannot show its object, so a
-    # second POST after it is a blind retry too (see KNOWN_GAPS). test_fault_matrix checks the
+    # second POST after it would be a blind retry too: the loop waits the settle window. test_fault_matrix checks the
     # creates sent (exactly 1) after the deletion, so that the case also shows whether it leaks.
 
 
@@ -810,15 +810,10 @@ CASES: dict[str, Case] = {
 
 # Cases that fail today for a reason outside the tests, each marked xfail(strict=True): the test
 # shows the gap, and once it is closed the XPASS fails the run until the entry goes.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    (case, kind): (
-        "a POST past the client timeout is sent again about 0.2 s later (after a listing the slow "
-        "POST cannot be in yet); the upstream refuses the second as a duplicate key, so one "
-        "object, two creates sent. Together waits create_settle_seconds and sends one."
-    )
-    for case in ("slow-upstream",)
-    for kind in ("GatewayEndpoint", "Provider", "Model")
-}
+# Cases where a kind is known to break a promise, as strict xfails: a closed gap fails the run
+# until its entry goes. None today (a create past the client timeout was sent again after a
+# listing the slow POST could not be in yet; the loop now waits create_settle_seconds first).
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("driver", DRIVERS, ids=lambda d: d.kind)

@@ -333,10 +333,12 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
     async def _create_new(
         self, api_key: str, resource: Resource, desired: DesiredT, state: ObjectState, report: Report
     ) -> ObservedT:
-        """Create the upstream object; for kinds whose duplicates cost money, behind the guard."""
-        if not self.adapter.traits.create_guard:
+        """Create the upstream object, never while an earlier create may still be carried out;
+        for kinds whose duplicates cost money, behind a mark written to Kubernetes first."""
+        wait = self._unsettled_create(resource, state)
+        if not self.adapter.traits.create_guard and not wait:
             return await self._create(api_key, resource, desired, state, report)
-        if wait := self._unsettled_create(resource, state):
+        if wait:
             report.fail(
                 "CreatePending",
                 "a create whose answer was lost may still be carried out upstream; looking for "
@@ -379,6 +381,9 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         state.create_attempted = time.monotonic()
         try:
             observed = await self.adapter.create(api_key, desired)
+        except Unavailable as exc:
+            state.create_unknown_at = time.monotonic() if exc.outcome_unknown else None
+            raise
         except (InvalidSpec, Conflict):
             # A unique key taken since the listing we searched: by our own lost create, or by hand.
             if self.adapter.unique is None:
@@ -387,6 +392,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             if found is None:
                 raise
             return await self._adopt(resource, state, report, found)
+        state.create_unknown_at = None
         self._remember(api_key, desired, observed)
         return observed
 
@@ -397,6 +403,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             await self._already_managed(
                 resource, state, report, f"{self._describe(found)} is managed by {self.info.kind} {holder.name}"
             )
+        state.create_unknown_at = None
         report.adopted = True
         report.event("Normal", "Adopted", f"adopted existing {self._describe(found)}")
         return found
@@ -458,11 +465,15 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         Without an idempotency key, a second POST while the first may still be carried out
         is a second (billed) object: keep looking for the first one until it cannot come.
         """
+        settle = self.settings.create_settle_seconds
+        if not self.adapter.traits.create_guard:
+            unknown = state.create_unknown_at
+            return 0.0 if unknown is None else max(0.0, unknown + settle - time.monotonic())
         marker = resource.annotations.get(CREATE_PENDING_ANNOTATION)
         sent = _marker_time(resource)
         if sent is None or marker == state.create_answered:
             return 0.0
-        return max(0.0, sent + self.settings.create_settle_seconds - time.time())
+        return max(0.0, sent + settle - time.time())
 
     # ---------------------------------------------------------------- the listing shortcut
 

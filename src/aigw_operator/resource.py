@@ -68,6 +68,10 @@ class ObjectState:
     observed_at: float = field(default_factory=time.monotonic)
     # The create-pending mark of a create that was answered: its outcome is known.
     create_answered: str | None = None
+    # Monotonic time of a create whose outcome is unknown (no answer: a timeout, a dropped
+    # connection). A slow upstream may still be carrying it out, so a listing made meanwhile
+    # cannot show its object; in memory only, for kinds whose duplicates the upstream refuses.
+    create_unknown_at: float | None = None
     # The resourceVersion of our last write to the object until a watch event brings it (and
     # when it was written): a body older than that misses what this loop did last time.
     written_version: str | None = None
