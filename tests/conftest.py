@@ -344,10 +344,13 @@ class OperatorRunner:
     process: kopf cancels every task of its loop when it stops, which must not hit the test's own
     simulators. It can be stopped politely, or killed hard (its loop stopped mid-flight)."""
 
-    def __init__(self, settings: Settings, *, cluster_wide: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, cluster_wide: bool = False, liveness_endpoint: str | None = None
+    ) -> None:
         # cluster_wide: only where the emulator is the test's own (nothing else in it to pick up).
         self.settings = settings
         self.cluster_wide = cluster_wide
+        self.liveness_endpoint = liveness_endpoint
         self.thread: threading.Thread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[None] | None = None
@@ -357,7 +360,9 @@ class OperatorRunner:
 
     def _main(self, ready: threading.Event) -> None:
         loop = self.loop = asyncio.new_event_loop()
-        self.task = loop.create_task(run(self.settings, stop_flag=self.stop_flag, ready_flag=ready))
+        self.task = loop.create_task(
+            run(self.settings, stop_flag=self.stop_flag, ready_flag=ready, liveness_endpoint=self.liveness_endpoint)
+        )
         try:
             loop.run_until_complete(self.task)
         except asyncio.CancelledError:
@@ -382,7 +387,8 @@ class OperatorRunner:
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    async def start(self) -> None:
+    async def start(self, *, wait_ready: bool = True) -> None:
+        """Start, and wait until kopf runs (``wait_ready=False``: a standby for a Lease never does)."""
         assert self.settings.namespaces or self.cluster_wide, "a test's operator must watch only the test's namespace"
         self.killed = False
         self.stop_flag = threading.Event()
@@ -393,7 +399,7 @@ class OperatorRunner:
         _running.add(self)
         _scanned["operators"] += 1
         deadline = time.monotonic() + 15
-        while not ready.is_set():
+        while wait_ready and not ready.is_set():
             assert self.thread.is_alive(), f"the operator exited: {self.error!r}"
             assert time.monotonic() < deadline, "the operator did not become ready"
             await asyncio.sleep(0.02)

@@ -169,9 +169,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"aigw-operator run: {problem}", file=sys.stderr)
             return 1
         logs.configure(args.log_level or settings.log_level, args.log_format or settings.log_format)
+        from aigw_operator.operator import LeadershipLost
         from aigw_operator.operator import run as run_operator
 
-        asyncio.run(run_operator(settings, liveness_endpoint=args.liveness))
+        try:
+            asyncio.run(run_operator(settings, liveness_endpoint=args.liveness))
+        except LeadershipLost as exc:
+            # Exit so that Kubernetes restarts the pod as a standby, as controller-runtime does.
+            print(f"aigw-operator run: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "drain":
         from aigw_operator import drain as drain_module

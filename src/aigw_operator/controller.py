@@ -39,19 +39,26 @@ _CATCH_UP_SECONDS = 5.0
 _SEEN_VERSIONS = 16
 
 
+class Fenced(Exception):
+    """This process lost its Lease: it may not write any more."""
+
+
 class _LazyKube:
     """The Kubernetes client exists only after login; reconcilers are built before."""
 
     def __init__(self) -> None:
         self.client: KubeClient | None = None
+        self.fenced = False
 
-    def _require(self) -> KubeClient:
+    def _require(self, *, write: bool = True) -> KubeClient:
+        if write and self.fenced:
+            raise Fenced("no longer the leader: not writing")
         if self.client is None:
             raise RuntimeError("not logged in to the Kubernetes API yet")
         return self.client
 
     async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return await self._require().get_secret(namespace, name)
+        return await self._require(write=False).get_secret(namespace, name)
 
     async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None:
         return await self._require().patch_status(ref, status)
@@ -180,10 +187,15 @@ class Controller:
             self.queues[reconciler.info.kind] = queue
             queue.start()
 
+    def fence(self) -> None:
+        """The Lease is lost: from now on nothing is written, and nothing in flight finishes."""
+        self.kube.fenced = True
+
     async def aclose(self) -> None:
         # Reconciles in flight end first: cut off after an upstream POST, the object created
-        # would be known to nobody.
-        await asyncio.gather(*(queue.stop(timeout=60.0) for queue in self.queues.values()))
+        # would be known to nobody. Fenced, another process may lead already: cut them off.
+        timeout = 0.0 if self.kube.fenced else 60.0
+        await asyncio.gather(*(queue.stop(timeout=timeout) for queue in self.queues.values()))
         await self.protection.aclose()
         for client in self.upstreams.values():
             await client.aclose()

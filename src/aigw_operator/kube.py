@@ -102,6 +102,42 @@ class KubeClient:
             response.raise_for_status()
         return True
 
+    # ------------------------------------------------------------------ Leases (leader election)
+
+    def _lease_path(self, namespace: str, name: str | None = None) -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get(self._lease_path(namespace, name))
+
+    async def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The created Lease; None if another process created it first (409)."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": spec}
+        response = await self._send("POST", self._lease_path(namespace), json=body)
+        if response.status_code == 409:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def replace_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any] | None:
+        """The Lease after a PUT on its resourceVersion; None if another writer moved it on (409)."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "spec": spec,
+        }
+        response = await self._send("PUT", self._lease_path(namespace, name), json=body)
+        if response.status_code in (404, 409):
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
     async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None:
         """Merge-patch the status subresource: the new resourceVersion, None when the object is gone."""
         return await self._patch(f"{ref.path}/status", {"status": dict(status)})

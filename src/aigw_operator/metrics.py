@@ -23,6 +23,11 @@ RECONCILE_SECONDS = Histogram(
 )
 RECONCILE_ERRORS = Counter("aigw_reconcile_errors", "Failed reconciles by kind and reason.", ["kind", "reason"])
 IN_FLIGHT = Gauge("aigw_reconciles_in_flight", "Reconciles running now.", ["kind"])
+# controller-runtime's (client-go's) name, so that existing dashboards show who leads.
+LEADER = Gauge("leader_election_master_status", "1 while this process holds the Lease, else 0.", ["name"])
+LEADERSHIP_CHANGES = Counter(
+    "aigw_leader_election_transitions", "Times this process acquired or lost the Lease.", ["name"]
+)
 UPSTREAM_REQUESTS = Counter(
     "aigw_upstream_requests",
     "HTTP requests to upstream APIs by route template and status code (code 'none': no response).",

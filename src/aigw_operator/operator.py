@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 
 from aigw_operator import FINALIZER, GROUP, VERSION, metrics
 from aigw_operator.controller import Controller
-from aigw_operator.kube import Connection
+from aigw_operator.health import Health
+from aigw_operator.kube import Connection, KubeClient
+from aigw_operator.leader import LeaderElector
 from aigw_operator.reconcile import Reconciler
 from aigw_operator.settings import Settings
 
@@ -144,23 +150,112 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     return result
 
 
+class LeadershipLost(Exception):
+    """This process stopped because it could no longer renew its Lease."""
+
+
 async def run(
     settings: Settings,
     *,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
     liveness_endpoint: str | None = None,
 ) -> None:
-    runtime = Controller(settings)
+    """Run the operator until stopped (a signal or ``stop_flag``). With leader election, wait for
+    the Lease first: a standby runs no kopf at all, so it writes nothing to any resource; and
+    stop at once, fenced, if the Lease cannot be renewed (LeadershipLost)."""
+    controller = Controller(settings)
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)
-    await kopf.operator(
-        registry=build_registry(runtime),
-        settings=kopf_settings(settings),
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-        liveness_endpoint=liveness_endpoint,
-        standalone=True,
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_relay_stop(stop_flag, stop))] if stop_flag is not None else []
+    health = Health(controller)
+    if liveness_endpoint:
+        await health.start(liveness_endpoint)
+    lease_client: KubeClient | None = None
+    elector: LeaderElector | None = None
+    lost = False
+    try:
+        if settings.leader_election.enabled:
+            lease_client = KubeClient(_lease_connection(settings))
+            elector = health.elector = LeaderElector(lease_client, settings.leader_election)
+            with _signals_stop(stop):
+                if not await elector.acquire(stop.is_set):
+                    return
+
+            def on_lost() -> None:
+                nonlocal lost
+                lost = True
+                controller.fence()  # before the Lease could be taken: no write from here on
+                stop.set()
+
+            tasks.append(asyncio.create_task(elector.keep(on_lost)))
+        kopf_ready = asyncio.Event()
+        tasks.append(asyncio.create_task(_relay_ready(kopf_ready, ready_flag, health)))
+        await kopf.operator(
+            registry=build_registry(controller),
+            settings=kopf_settings(settings),
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            stop_flag=stop,
+            ready_flag=kopf_ready,
+            standalone=True,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if elector is not None:
+            await elector.release()
+        if lease_client is not None:
+            await lease_client.aclose()
+        await health.stop()
+    if lost:
+        raise LeadershipLost("the Lease could not be renewed within the renew deadline; stopped")
+
+
+async def _relay_stop(flag: asyncio.Event | threading.Event, stop: asyncio.Event) -> None:
+    if isinstance(flag, asyncio.Event):
+        await flag.wait()
+    else:
+        # Polled: a thread blocked in wait() would outlive the loop it should wake.
+        while not flag.wait(0):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    stop.set()
+
+
+async def _relay_ready(kopf_ready: asyncio.Event, flag: asyncio.Event | threading.Event | None, health: Health) -> None:
+    await kopf_ready.wait()
+    health.running = True
+    if flag is not None:
+        flag.set()
+
+
+@contextlib.contextmanager
+def _signals_stop(stop: asyncio.Event) -> Iterator[None]:
+    """While a standby waits for the Lease (before kopf installs its own handlers)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _lease_connection(settings: Settings) -> Connection:
+    """Where the Lease is, before kopf's login runs (which happens only on the leader)."""
+    if settings.kube_api_url:
+        return Connection(server=settings.kube_api_url, insecure=True)
+    logger = logging.getLogger("aigw_operator.leader")
+    options = kopf_settings(settings)
+    info = kopf.login_with_service_account(logger=logger, settings=options) or kopf.login_with_kubeconfig(
+        logger=logger, settings=options
     )
+    if info is None:
+        raise kopf.LoginError("no in-cluster service account and no kubeconfig found")
+    return _connection(info)

@@ -30,6 +30,28 @@ class UpstreamSettings(BaseModel):
     )
 
 
+class LeaderElectionSettings(BaseModel):
+    """Only the holder of a Lease reconciles; the others wait to take over (controller-runtime's
+    mechanism and defaults)."""
+
+    enabled: bool = Field(default=False, description="Run only while holding the Lease (on in the chart).")
+    lease_name: str = Field(default="aigw-operator", min_length=1, max_length=253)
+    lease_namespace: str | None = Field(
+        default=None, description="Namespace of the Lease. Unset: $POD_NAMESPACE (downward API), else default."
+    )
+    identity: str | None = Field(default=None, description="Unset: $POD_NAME (downward API), else host and pid.")
+    lease_duration: float = Field(default=15.0, gt=0, description="How long a Lease not renewed stays valid.")
+    renew_deadline: float = Field(default=10.0, gt=0, description="A leader that cannot renew for this long stops.")
+    retry_period: float = Field(default=2.0, gt=0, description="Between attempts to acquire or renew.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElectionSettings:
+        # As client-go requires: the leader stops writing before anyone else may take over.
+        if not self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("leader election needs retry_period < renew_deadline < lease_duration")
+        return self
+
+
 # Client-side limits stay below the vendors' own: Baseten 100/s per key, ngrok about 120/min.
 UPSTREAM_DEFAULTS: dict[str, dict[str, Any]] = {
     "baseten": {"base_url": "https://api.baseten.co", "rate_limit_per_second": 50},
@@ -97,6 +119,7 @@ class Settings(BaseSettings):
         description="First part of the Baseten secrets made from secretRefs: aigw_<namespace>_<secret>_<key>. "
         "Give each cluster its own when several share a Baseten workspace.",
     )
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
     metrics_port: int | None = Field(
         default=9090, ge=0, le=65535, description="Serve Prometheus /metrics on this port; None disables it."
     )
