@@ -252,11 +252,17 @@ async def test_slug_rename_converges_under_both_api_behaviours(
         ),
     )
     assert [e["slug"] for e in baseten.endpoints.values()] == ["my-org/glm-renamed"]
+    events = [(e["reason"], e["message"]) for e in await kube_env.kube.events("glm")]
     if mode == "patch":
         assert obj["status"]["id"] == old_id
+        assert ("Updated", "updated slug") in events
     else:
         assert obj["status"]["id"] != old_id
         assert old_id not in baseten.endpoints
+        # A replace says so, naming both endpoints; it is not an "update" of the slug.
+        [replaced] = [m for r, m in events if r == "Replaced"]
+        assert old_id in replaced and obj["status"]["id"] in replaced
+        assert not [m for r, m in events if r == "Updated"], events
     assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
 
 
