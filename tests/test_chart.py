@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "metrics-port-and-monitor": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True}}},
     "metrics-service-off": {"metrics": {"enabled": False}},
     "paused-no-rbac": {"replicaCount": 0, "rbac": {"create": False}, "serviceAccount": {"create": False}},
+    "single-without-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "three-replicas-spread": {
+        "replicaCount": 3,
+        "leaderElection": {"leaseDuration": 30, "renewDeadline": 20, "retryPeriod": 4},
+        "podAntiAffinityPreset": "hard",
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+        ],
+        "podDisruptionBudget": {"maxUnavailable": "50%"},
+    },
 }
 
 
@@ -177,8 +188,12 @@ def test_every_object_is_labelled_and_namespaced_correctly(chart: helm.Chart, na
 def test_defaults_deployment(chart: helm.Chart) -> None:
     objects = render(chart, {})
     deployment = one(objects, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Two replicas by default: one leads (holds the Lease), the other stands by.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1},
+    }
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -189,7 +204,8 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
     probe = main["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert {p["name"]: p["containerPort"] for p in main["ports"]}[probe["port"]] == 8080
-    assert main["readinessProbe"]["httpGet"] == probe  # the same kopf health endpoint
+    # Readiness is /readyz on the same port: a standby is ready once it follows the Lease.
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert main["readinessProbe"]["periodSeconds"] == 10
     security = main["securityContext"]
     assert security["runAsNonRoot"] is True
@@ -199,6 +215,14 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert {m["mountPath"] for m in main["volumeMounts"]} == {"/tmp"}
     assert env(objects) == {
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "AIGW_LEADER_ELECTION__ENABLED": "true",
+        "AIGW_LEADER_ELECTION__LEASE_NAME": "aigw-aigw-operator",
+        "AIGW_LEADER_ELECTION__LEASE_NAMESPACE": NAMESPACE,
+        "AIGW_LEADER_ELECTION__LEASE_DURATION": "15",
+        "AIGW_LEADER_ELECTION__RENEW_DEADLINE": "10",
+        "AIGW_LEADER_ELECTION__RETRY_PERIOD": "2",
         "AIGW_RESYNC_INTERVAL": "300",
         "AIGW_SHORT_POLL_INTERVAL": "5",
         "AIGW_LOG_LEVEL": "INFO",
@@ -212,7 +236,10 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
     assert main["resources"]["limits"]["memory"] == "256Mi"
     # Without any key configured, no Secret exists and none is referenced.
     assert of_kind(objects, "Secret") == []
-    assert of_kind(objects, "PodDisruptionBudget") == []
+    # With two replicas the PDB keeps one through a drain.
+    assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 100
+    assert "topologySpreadConstraints" not in pod
     # Metrics are on by default: the port and its Service; the ServiceMonitor stays opt-in.
     assert {p["name"]: p["containerPort"] for p in main["ports"]}["metrics"] == 9090
     assert one(objects, "Service")["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -313,9 +340,14 @@ def test_everything_value_set(chart: helm.Chart) -> None:
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert spec["tolerations"][0]["key"] == "dedicated"
     assert "nodeAffinity" in spec["affinity"]
+    # The preset's podAntiAffinity is added next to the given nodeAffinity.
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in spec["affinity"]["podAntiAffinity"]
     assert spec["priorityClassName"] == "system-cluster-critical"
     assert container(objects)["image"] == "ghcr.io/aigw-dev/aigw-operator@sha256:" + "a" * 64
-    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert one(objects, "PodDisruptionBudget")["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": one(objects, "Deployment")["spec"]["selector"]["matchLabels"]},
+    }
     service = one(objects, "Service")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
     assert "metrics" in {p["name"] for p in container(objects)["ports"]}
@@ -334,6 +366,153 @@ def test_paused_without_rbac(chart: helm.Chart) -> None:
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
     kinds = {o["kind"] for o in objects}
     assert not kinds & {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+# ------------------------------------------------------------------ leader election and high availability
+
+
+def test_leader_election_env_reaches_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart turns election on (the operator's default is off), on a Lease named after the release."""
+    election = _settings(chart, {}, monkeypatch).leader_election
+    assert election.enabled is True
+    assert election.lease_name == one(render(chart, {}), "Deployment")["metadata"]["name"] == "aigw-aigw-operator"
+    assert election.lease_namespace == NAMESPACE
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (15, 10, 2)
+    tuned = _settings(chart, VALUE_SETS["three-replicas-spread"], monkeypatch).leader_election
+    assert (tuned.lease_duration, tuned.renew_deadline, tuned.retry_period) == (30, 20, 4)
+    fractional = {"leaderElection": {"leaseDuration": 7.5, "renewDeadline": 5, "retryPeriod": 0.5}}
+    assert _settings(chart, fractional, monkeypatch).leader_election.retry_period == 0.5
+    # The pod's name is its identity: from the downward API, not a value.
+    assert env(render(chart, {}))["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_without_leader_election_one_replica_and_recreate(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render(chart, VALUE_SETS["single-without-election"])
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    # No overlap at all during a rollout: two operators without election would both reconcile.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    variables = env(objects)
+    assert variables["AIGW_LEADER_ELECTION__ENABLED"] == "false"
+    assert not [name for name in variables if name.startswith("AIGW_LEADER_ELECTION__") and "ENABLED" not in name]
+    assert "POD_NAME" in variables and "POD_NAMESPACE" in variables
+    assert _settings(chart, VALUE_SETS["single-without-election"], monkeypatch).leader_election.enabled is False
+    assert [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election")] == []
+    assert of_kind(objects, "RoleBinding") == []
+    # The PDB must not block drains of the only replica.
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in one(objects, "PodDisruptionBudget")["spec"]
+
+
+@pytest.mark.parametrize("replicas", [2, 5])
+def test_more_than_one_replica_needs_leader_election(chart: helm.Chart, replicas: int, tmp_path: Path) -> None:
+    values = {"replicaCount": replicas, "leaderElection": {"enabled": False}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(chart.merge_values(copy.deepcopy(values)), _schema())
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+    # The template refuses it too when the schema is skipped (--skip-schema-validation).
+    unchecked = tmp_path / "aigw-operator"
+    shutil.copytree(CHART, unchecked)
+    (unchecked / "values.schema.json").unlink()
+    with helm.Chart.load(unchecked) as without_schema, pytest.raises(Exception, match=r"needs leaderElection\.enabled"):
+        render(without_schema, values)
+    # With election on any number is fine, and without it 0 and 1 are.
+    for allowed in ({"replicaCount": replicas}, {"replicaCount": 0, "leaderElection": {"enabled": False}}):
+        assert one(render(chart, allowed), "Deployment")["spec"]["replicas"] == allowed["replicaCount"]
+
+
+@pytest.mark.parametrize(
+    ("lease", "renew", "retry"),
+    [(10, 10, 2), (15, 20, 2), (15, 10, 10), (15, 10, 12), (5, 10, 2)],
+)
+def test_leader_election_timings_must_be_ordered(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, lease: float, renew: float, retry: float
+) -> None:
+    """retryPeriod < renewDeadline < leaseDuration, as the operator requires (it would not start)."""
+    values = {"leaderElection": {"leaseDuration": lease, "renewDeadline": renew, "retryPeriod": retry}}
+    jsonschema.validate(chart.merge_values(copy.deepcopy(values)), _schema())  # each is a valid number alone
+    with pytest.raises(Exception, match=r"retryPeriod < renewDeadline < leaseDuration"):
+        render(chart, values)
+    # The operator refuses the same settings.
+    from aigw_operator.settings import LeaderElectionSettings
+
+    with pytest.raises(ValueError, match="retry_period < renew_deadline < lease_duration"):
+        LeaderElectionSettings(lease_duration=lease, renew_deadline=renew, retry_period=retry)
+
+
+def test_pod_disruption_budget_follows_the_replicas(chart: helm.Chart) -> None:
+    def spec(values: dict[str, Any]) -> dict[str, Any]:
+        budget = one(render(chart, values), "PodDisruptionBudget")["spec"]
+        return {k: v for k, v in budget.items() if k != "selector"}
+
+    # Two or more: one pod at a time may go, a standby stays to take over the Lease.
+    assert spec({}) == {"minAvailable": 1}
+    assert spec({"replicaCount": 3}) == {"minAvailable": 1}
+    # One (or none): minAvailable 1 would block every drain, so the eviction is permitted.
+    assert spec({"replicaCount": 1}) == {"maxUnavailable": 1}
+    assert spec({"replicaCount": 0}) == {"maxUnavailable": 1}
+    # An explicit maxUnavailable wins.
+    assert spec(VALUE_SETS["three-replicas-spread"]) == {"maxUnavailable": "50%"}
+    assert spec({"podDisruptionBudget": {"maxUnavailable": 0}}) == {"maxUnavailable": 0}
+    assert of_kind(render(chart, {"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
+    selector = one(render(chart, {}), "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+    assert selector == one(render(chart, {}), "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def _pod_spec(chart: helm.Chart, values: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(render(chart, values), "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def test_pod_anti_affinity_spreads_replicas_over_nodes(chart: helm.Chart) -> None:
+    selector = one(render(chart, {}), "Deployment")["spec"]["selector"]["matchLabels"]
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+    assert _pod_spec(chart, {})["affinity"] == {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+    }
+    assert _pod_spec(chart, {"podAntiAffinityPreset": "hard"})["affinity"] == {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+    }
+    assert "affinity" not in _pod_spec(chart, {"podAntiAffinityPreset": ""})
+    # The user's own podAntiAffinity replaces the preset's; other affinity is kept beside it.
+    own = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{**term, "topologyKey": "zone"}]}}
+    assert _pod_spec(chart, {"affinity": own})["affinity"] == own
+    node = VALUE_SETS["everything"]["affinity"]
+    assert _pod_spec(chart, {"affinity": node, "podAntiAffinityPreset": ""})["affinity"] == node
+    merged = _pod_spec(chart, {"affinity": node})["affinity"]
+    assert merged["nodeAffinity"] == node["nodeAffinity"] and "podAntiAffinity" in merged
+
+
+def test_topology_spread_constraints_get_the_pod_selector(chart: helm.Chart) -> None:
+    selector = one(render(chart, {}), "Deployment")["spec"]["selector"]["matchLabels"]
+    [constraint] = _pod_spec(chart, VALUE_SETS["three-replicas-spread"])["topologySpreadConstraints"]
+    assert constraint == {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": selector},
+    }
+    given = {
+        "maxSkew": 2,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "other"}},
+    }
+    assert _pod_spec(chart, {"topologySpreadConstraints": [given]})["topologySpreadConstraints"] == [given]
+
+
+def test_probes_liveness_on_healthz_readiness_on_readyz(chart: helm.Chart) -> None:
+    for name in ("defaults", "single-without-election", "three-replicas-spread"):
+        main = container(render(chart, VALUE_SETS[name]))
+        assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    main = container(render(chart, {"liveness": {"port": 8181}, "readiness": {"failureThreshold": 6}}))
+    assert {p["name"]: p["containerPort"] for p in main["ports"]}["health"] == 8181
+    assert main["args"][-1] == "http://0.0.0.0:8181/healthz"
+    assert main["readinessProbe"]["failureThreshold"] == 6
 
 
 # ------------------------------------------------------------------ credentials
@@ -437,9 +616,14 @@ def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
     return expected
 
 
+def _without_lease_rbac(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The Roles or RoleBindings of the watched namespaces (the leader election ones are tested apart)."""
+    return [o for o in of_kind(objects, kind) if not o["metadata"]["name"].endswith("-leader-election")]
+
+
 def test_rbac_cluster_wide(chart: helm.Chart) -> None:
     objects = render(chart, {})
-    assert of_kind(objects, "Role") == [] and of_kind(objects, "RoleBinding") == []
+    assert _without_lease_rbac(objects, "Role") == [] and _without_lease_rbac(objects, "RoleBinding") == []
     rules = _rules(one(objects, "ClusterRole"))
     assert rules == {
         **_expected_namespaced_rules(),
@@ -456,11 +640,11 @@ def test_rbac_namespaced(chart: helm.Chart) -> None:
     assert json.loads(env(objects)["AIGW_NAMESPACES"]) == ["team-a", "team-b"]
     # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs.
     assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
-    roles = of_kind(objects, "Role")
+    roles = _without_lease_rbac(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert _rules(role) == _expected_namespaced_rules()
-    bindings = of_kind(objects, "RoleBinding")
+    bindings = _without_lease_rbac(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"] == {
@@ -478,8 +662,56 @@ def test_secret_watch_is_what_list_and_watch_on_secrets_are_for(chart: helm.Char
     assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == ""
     assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get", "patch"}
     namespaced = render(chart, {**VALUE_SETS["namespaced"], "secretWatch": {"enabled": False}})
-    for role in of_kind(namespaced, "Role"):
+    for role in _without_lease_rbac(namespaced, "Role"):
         assert _rules(role)[("", "secrets")] == {"get", "patch"}
+
+
+def _lease_rbac(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    [role] = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    [binding] = [b for b in of_kind(objects, "RoleBinding") if b["metadata"]["name"].endswith("-leader-election")]
+    return role, binding
+
+
+@pytest.mark.parametrize("name", ["defaults", "namespaced", "everything", "three-replicas-spread"])
+def test_rbac_for_the_lease_in_the_release_namespace_only(chart: helm.Chart, name: str) -> None:
+    objects = render(chart, VALUE_SETS[name])
+    lease = env(objects)["AIGW_LEADER_ELECTION__LEASE_NAME"]
+    assert env(objects)["AIGW_LEADER_ELECTION__LEASE_NAMESPACE"] == NAMESPACE
+    role, binding = _lease_rbac(objects)
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    # create cannot be limited by name; get and update are limited to the one Lease.
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    # Leases appear nowhere else: not cluster-wide, not in the watched namespaces.
+    for obj in objects:
+        if obj["kind"] in ("Role", "ClusterRole") and obj is not role:
+            assert ("coordination.k8s.io", "leases") not in _rules(obj)
+    # A watched namespace that is the release namespace keeps both Roles, under different names.
+    both = render(chart, {"watch": {"namespaces": [NAMESPACE]}})
+    assert sorted(r["metadata"]["name"] for r in of_kind(both, "Role")) == [
+        "aigw-aigw-operator",
+        "aigw-aigw-operator-leader-election",
+    ]
+
+
+def test_no_lease_rbac_without_election_or_rbac(chart: helm.Chart) -> None:
+    for values in (VALUE_SETS["single-without-election"], {"rbac": {"create": False}}):
+        objects = render(chart, values)
+        assert of_kind(objects, "Role") == [] and of_kind(objects, "RoleBinding") == []
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -559,7 +791,19 @@ def test_schema_covers_every_value() -> None:
 
 
 BAD_VALUES: dict[str, dict[str, Any]] = {
-    "two replicas": {"replicaCount": 2},
+    "two replicas without leader election": {"replicaCount": 2, "leaderElection": {"enabled": False}},
+    "negative replicas": {"replicaCount": -1},
+    "replicas as a string": {"replicaCount": "2"},
+    "leader election enabled as a string": {"leaderElection": {"enabled": "true"}},
+    "zero lease duration": {"leaderElection": {"leaseDuration": 0}},
+    "negative renew deadline": {"leaderElection": {"renewDeadline": -10}},
+    "retry period as a string": {"leaderElection": {"retryPeriod": "2s"}},
+    "unknown leader election key": {"leaderElection": {"leaseName": "mine"}},
+    "unknown anti-affinity preset": {"podAntiAffinityPreset": "spread"},
+    "spread constraint without topology key": {
+        "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}]
+    },
+    "PDB maxUnavailable not a number or percentage": {"podDisruptionBudget": {"maxUnavailable": "one"}},
     "unknown log level": {"operator": {"logLevel": "TRACE"}},
     "unknown log format": {"operator": {"logFormat": "yaml"}},
     "namespaces as a string": {"watch": {"namespaces": "default"}},
@@ -598,6 +842,13 @@ def test_schema_rejects_bad_values(chart: helm.Chart, case: str) -> None:
 
 
 # ------------------------------------------------------------------ NOTES.txt
+
+
+def test_notes_show_how_to_see_the_leader(chart: helm.Chart) -> None:
+    text = notes(chart, {})
+    assert "kubectl get lease -n aigw-system aigw-aigw-operator" in text
+    assert "HOLDER" in text
+    assert "kubectl get lease" not in notes(chart, VALUE_SETS["single-without-election"])
 
 
 def test_notes_explain_the_first_resource(chart: helm.Chart) -> None:

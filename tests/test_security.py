@@ -11,13 +11,14 @@ from typing import Any
 import helm_python as helm
 import pytest
 
+from aigw_operator.settings import LeaderElectionSettings
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.model_registry import ModelRegistrySimulator
 from aigw_operator.simulators.ngrok import NgrokSimulator
 from aigw_operator.simulators.together import TogetherSimulator
 from tests import test_dedicated_endpoint, test_model, test_provider
 from tests.conftest import OPENAI_KEY, KubeEnv, OperatorRunner, make_settings, record_summary
-from tests.test_chart import CHART, _rules, render
+from tests.test_chart import CHART, NAMESPACE, _rules, env, render
 from tests.test_managed_secrets import endpoint_spec
 
 WATCHED = {"aigw.dev/watch": "true"}
@@ -105,7 +106,20 @@ async def test_chart_rbac_is_exactly_what_the_operator_uses(
     if kube_env.emulator is None:
         pytest.fail("needs the emulator: it records which client made which request")
     namespaces = [kube_env.kube.namespace] if mode == "namespaced" else []
-    settings = make_settings(kube_env, baseten.url, ngrok.url, registry.url, together.url, namespaces=namespaces)
+    # Leader election on, as the chart runs it: its Lease in the release namespace, by the name
+    # the chart gives it.
+    chart_env = env(render(chart, {"watch": {"namespaces": namespaces}}))
+    await kube_env.kube.http.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
+    election = LeaderElectionSettings(
+        enabled=chart_env["AIGW_LEADER_ELECTION__ENABLED"] == "true",
+        lease_name=chart_env["AIGW_LEADER_ELECTION__LEASE_NAME"],
+        lease_namespace=chart_env["AIGW_LEADER_ELECTION__LEASE_NAMESPACE"],
+        identity="rbac-proof",
+    )
+    assert election.enabled and election.lease_namespace == NAMESPACE
+    settings = make_settings(
+        kube_env, baseten.url, ngrok.url, registry.url, together.url, namespaces=namespaces, leader_election=election
+    )
     # Cluster-wide only on the emulator (checked above), which holds this test's objects alone.
     operator = OperatorRunner(settings, cluster_wide=not namespaces)
     await operator.start()

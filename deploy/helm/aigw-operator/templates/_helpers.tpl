@@ -34,6 +34,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: aigw-operator
 {{- end }}
 
+{{/* The leader election Lease, in the release namespace. */}}
+{{- define "aigw-operator.leaseName" -}}
+{{- include "aigw-operator.fullname" . }}
+{{- end }}
+
+{{/* The pod's affinity: .Values.affinity plus podAntiAffinityPreset's podAntiAffinity by node
+     (unless .Values.affinity has its own). YAML, empty when there is none. */}}
+{{- define "aigw-operator.affinity" -}}
+{{- $affinity := deepCopy .Values.affinity }}
+{{- if and .Values.podAntiAffinityPreset (not (hasKey $affinity "podAntiAffinity")) }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "aigw-operator.selectorLabels" . | fromYaml)) }}
+{{- if eq .Values.podAntiAffinityPreset "hard" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+{{- else }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- end }}
+{{- end }}
+{{- with $affinity }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "aigw-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "aigw-operator.fullname" .) .Values.serviceAccount.name }}
