@@ -107,6 +107,17 @@ async def test_only_the_leader_runs_and_a_clean_stop_hands_over_within_5s(
     await asyncio.sleep(1.0)
     # The standby runs no kopf: no watch of its own, no write; it is live, ready and not leading.
     assert kube_env.emulator.open_watches == watches_of_one
+    before = kube_env.emulator.counters()
+    window = 2.0
+    await asyncio.sleep(window)
+    after = kube_env.emulator.counters()
+    written = {k: after[k] - before.get(k, 0) for k in after if k[0] in ("create", "update", "patch", "delete")}
+    written = {k: v for k, v in written.items() if v}
+    renewals = written.pop(("update", "leases", None), 0)
+    assert written == {}, f"writes other than the leader's Lease renewals: {written}"
+    # One renewal per retry period, by the leader alone (a standby only reads a Lease it sees held).
+    assert 1 <= renewals <= window / RETRY + 1, renewals
+    _takeovers["renewals per second"] = renewals / window
     assert (await second.health("/readyz")).json() == {"leading": False, "ready": True}
     assert (await second.health("/healthz")).status_code == 200
     assert (await first.health("/readyz")).json() == {"leading": True, "ready": True}
@@ -167,5 +178,7 @@ async def test_a_leader_that_cannot_renew_stops_writing_before_the_lease_expires
         "leader election",
         f"takeover after a clean stop {_takeovers.get('clean stop', float('nan')):.2f}s (bound 5s), "
         f"after a crash {_takeovers.get('crash', float('nan')):.2f}s (bound {DURATION + RETRY * 1.2:.1f}s); "
-        f"a leader that cannot renew stopped after {stopped_after:.2f}s (renew deadline {RENEW:.0f}s)",
+        f"a leader that cannot renew stopped after {stopped_after:.2f}s (renew deadline {RENEW:.0f}s); "
+        f"two replicas idle: {_takeovers.get('renewals per second', float('nan')):.1f} Lease renewals/s, "
+        "0 other writes",
     )

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +82,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class OperatorProcess:
     """One run of ``aigw-operator run`` in its own process, its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: Sequence[str] = ()) -> None:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aigw_operator.cli", "run"],
+            [sys.executable, "-m", "aigw_operator.cli", "run", *args],
             env=env,
             cwd=REPO,
             stdin=subprocess.DEVNULL,
@@ -152,8 +152,10 @@ class Operators:
         self.logs = logs
         self.started: list[OperatorProcess] = []
 
-    def start(self) -> OperatorProcess:
-        process = OperatorProcess(self.env, self.logs / f"operator-{len(self.started) + 1}.log")
+    def start(self, env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> OperatorProcess:
+        """``env``: variables to set on top of the test's; ``args``: more options of ``run``."""
+        environ = {**self.env, **(env or {})}
+        process = OperatorProcess(environ, self.logs / f"operator-{len(self.started) + 1}.log", args)
         self.started.append(process)
         return process
 
