@@ -344,9 +344,7 @@ class OperatorRunner:
     process: kopf cancels every task of its loop when it stops, which must not hit the test's own
     simulators. It can be stopped politely, or killed hard (its loop stopped mid-flight)."""
 
-    def __init__(
-        self, settings: Settings, *, cluster_wide: bool = False, liveness_endpoint: str | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, cluster_wide: bool = False, liveness_endpoint: str | None = None) -> None:
         # cluster_wide: only where the emulator is the test's own (nothing else in it to pick up).
         self.settings = settings
         self.cluster_wide = cluster_wide
@@ -706,3 +704,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(problem)
     if problems:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@contextlib.asynccontextmanager
+async def sampling(sample: Callable[[], Any], every: float = 0.02) -> AsyncIterator[list[tuple[float, Any]]]:
+    """Call ``sample`` every ``every`` seconds in the background while the block runs."""
+    samples: list[tuple[float, Any]] = []
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            samples.append((time.monotonic(), sample()))
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield samples
+    finally:
+        stop.set()
+        await task
+        samples.append((time.monotonic(), sample()))

@@ -8,13 +8,21 @@ import asyncio
 import datetime
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aigw_operator.simulators.baseten import BasetenSimulator
 from aigw_operator.simulators.kubectl import condition
-from tests.conftest import API_KEY, KubeEnv, OperatorRunner, make_settings, release_resources, scan_for_canaries
+from tests.conftest import (
+    API_KEY,
+    KubeEnv,
+    OperatorRunner,
+    make_settings,
+    release_resources,
+    sampling,
+    scan_for_canaries,
+)
 
 PLURAL = "gatewayendpoints"
 KIND = "GatewayEndpoint"
@@ -41,25 +49,6 @@ async def running(settings: Any, env: KubeEnv) -> AsyncIterator[OperatorRunner]:
         await release_resources(env.kube)
     finally:
         await runner.stop()
-
-
-@asynccontextmanager
-async def sampling(sample: Callable[[], Any], every: float = 0.02) -> AsyncIterator[list[tuple[float, Any]]]:
-    samples: list[tuple[float, Any]] = []
-    stop = asyncio.Event()
-
-    async def loop() -> None:
-        while not stop.is_set():
-            samples.append((time.monotonic(), sample()))
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield samples
-    finally:
-        stop.set()
-        await task
-        samples.append((time.monotonic(), sample()))
 
 
 def event_time(event: dict[str, Any]) -> float:

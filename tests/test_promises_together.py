@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +14,15 @@ import pytest
 
 from aigw_operator.simulators.kubectl import condition
 from aigw_operator.simulators.together import TogetherSimulator
-from tests.conftest import TOGETHER_KEY, KubeEnv, OperatorRunner, make_settings, release_resources, scan_for_canaries
+from tests.conftest import (
+    TOGETHER_KEY,
+    KubeEnv,
+    OperatorRunner,
+    make_settings,
+    release_resources,
+    sampling,
+    scan_for_canaries,
+)
 
 PLURAL = "dedicatedendpoints"
 KIND = "DedicatedEndpoint"
@@ -35,26 +42,6 @@ def spec(**extra: Any) -> dict[str, Any]:
         "credentialsSecretRef": {"name": "together"},
         **extra,
     }
-
-
-@asynccontextmanager
-async def sampling(sample: Callable[[], Any], every: float = 0.02) -> AsyncIterator[list[tuple[float, Any]]]:
-    """Call ``sample`` every ``every`` seconds in the background while the block runs."""
-    samples: list[tuple[float, Any]] = []
-    stop = asyncio.Event()
-
-    async def loop() -> None:
-        while not stop.is_set():
-            samples.append((time.monotonic(), sample()))
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield samples
-    finally:
-        stop.set()
-        await task
-        samples.append((time.monotonic(), sample()))
 
 
 async def test_recreate_deletes_before_it_creates_never_two_billed_endpoints(
