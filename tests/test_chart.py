@@ -346,6 +346,7 @@ def test_everything_value_set(chart: helm.Chart) -> None:
     assert container(objects)["image"] == "ghcr.io/aigw-dev/aigw-operator@sha256:" + "a" * 64
     assert one(objects, "PodDisruptionBudget")["spec"] == {
         "minAvailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
         "selector": {"matchLabels": one(objects, "Deployment")["spec"]["selector"]["matchLabels"]},
     }
     service = one(objects, "Service")
@@ -444,7 +445,9 @@ def test_leader_election_timings_must_be_ordered(
 def test_pod_disruption_budget_follows_the_replicas(chart: helm.Chart) -> None:
     def spec(values: dict[str, Any]) -> dict[str, Any]:
         budget = one(render(chart, values), "PodDisruptionBudget")["spec"]
-        return {k: v for k, v in budget.items() if k != "selector"}
+        # Pods that are not Ready never block a drain, whatever the budget.
+        assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        return {k: v for k, v in budget.items() if k not in ("selector", "unhealthyPodEvictionPolicy")}
 
     # Two or more: one pod at a time may go, a standby stays to take over the Lease.
     assert spec({}) == {"minAvailable": 1}
