@@ -10,7 +10,7 @@ import logging
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import kopf
@@ -67,10 +67,16 @@ def _connection(info: kopf.ConnectionInfo) -> Connection:
     )
 
 
-def build_registry(runtime: Controller, stopping: asyncio.Event | None = None) -> kopf.OperatorRegistry:
+def build_registry(
+    runtime: Controller,
+    stopping: asyncio.Event | None = None,
+    release: Callable[[], Awaitable[None]] | None = None,
+) -> kopf.OperatorRegistry:
     """``stopping`` is the stop flag given to kopf: set when kopf begins to clean up, whatever
     stopped it, so that kopf's own waiter on that flag ends instead of being waited out (5 s)
-    as a hung task after a SIGTERM, which delayed every shutdown and each Lease handover."""
+    as a hung task. ``release`` gives the Lease up as soon as the reconciles have stopped and
+    writes are fenced: kopf may take seconds more to stop (it waits out tasks it cannot cancel
+    at once, e.g. a discovery retry), and a standby need not wait for that."""
     registry = kopf.OperatorRegistry()
 
     if runtime.settings.secret_label_selector:
@@ -99,6 +105,9 @@ def build_registry(runtime: Controller, stopping: asyncio.Event | None = None) -
         if stopping is not None:
             stopping.set()
         await runtime.aclose()
+        if release is not None:
+            runtime.fence()
+            await release()
 
     for reconciler in runtime.reconcilers:
         _register(registry, runtime, reconciler)
@@ -174,6 +183,12 @@ async def run(
         metrics.serve(settings.metrics_port)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_relay_stop(stop_flag, stop))] if stop_flag is not None else []
+    # In the main thread kopf stops on SIGINT/SIGTERM by itself. Given a stop flag as well, it
+    # waits on it in a task it never cancels after a signal, and then waits that task out for
+    # 5 s as hung: so the flag goes to kopf only where signals cannot reach it (a thread).
+    kopf_stop: asyncio.Event | None = None
+    if stop_flag is not None or threading.current_thread() is not threading.main_thread():
+        kopf_stop = stop
     health = Health(controller)
     if liveness_endpoint:
         await health.start(liveness_endpoint)
@@ -193,16 +208,18 @@ async def run(
                 lost = True
                 controller.fence()  # before the Lease could be taken: no write from here on
                 stop.set()
+                if kopf_stop is None:
+                    signal.raise_signal(signal.SIGTERM)  # kopf's own handler stops it
 
             tasks.append(asyncio.create_task(elector.keep(on_lost)))
         kopf_ready = asyncio.Event()
         tasks.append(asyncio.create_task(_relay_ready(kopf_ready, ready_flag, health)))
         await kopf.operator(
-            registry=build_registry(controller, stop),
+            registry=build_registry(controller, kopf_stop, elector.release if elector is not None else None),
             settings=kopf_settings(settings),
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
-            stop_flag=stop,
+            stop_flag=kopf_stop,
             ready_flag=kopf_ready,
             standalone=True,
         )
