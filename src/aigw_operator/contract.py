@@ -12,7 +12,7 @@ static traits are data. The loop reads both once, when it is built.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -206,6 +206,3 @@ def check(adapter: Adapter[Any, Any, Any]) -> None:
         raise TypeError(f"{adapter.info.kind}: a unique key makes a search for lost creates needless")
     if adapter.unique is not None and adapter.listing is None and adapter.partial_listing is None:
         raise TypeError(f"{adapter.info.kind}: a unique key is looked up in a listing: declare one")
-
-
-Loader = Callable[[], Awaitable[Mapping[str, Any]]]

@@ -24,8 +24,9 @@ from aigw_operator.backoff import backoff
 from aigw_operator.credentials import Credentials
 from aigw_operator.kinds.common import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
 from aigw_operator.kube import Connection, KubeClient, ObjectRef
-from aigw_operator.reconcile import ObjectState, Reconciler, Resource
+from aigw_operator.reconcile import Reconciler
 from aigw_operator.registry import KINDS, Kind
+from aigw_operator.resource import ObjectState, Resource
 from aigw_operator.secret_protection import SecretProtection
 from aigw_operator.settings import Settings, UpstreamSettings
 from aigw_operator.upstreams.http import UpstreamClient
@@ -221,7 +222,7 @@ class Controller:
             bool(meta.get("deletionTimestamp")),
         )
         reconciler = self._reconciler_of[kind]
-        reconciler.note(Resource.from_body(reconciler.info, body))
+        reconciler.note(body)
         credentials = (body.get("spec") or {}).get("credentialsSecretRef") or {}
         self.protection.note(uid, meta.get("namespace", ""), credentials.get("name"))
         handle = self.handles.get(uid)

@@ -26,19 +26,25 @@ from aigw_operator.settings import Settings
 _tempfiles: list[Any] = []
 
 
+def _find_cluster(
+    ours: Settings, logger: logging.Logger | logging.LoggerAdapter[Any], **kwargs: Any
+) -> kopf.ConnectionInfo:
+    """AIGW_KUBE_API_URL (the emulator, no credentials), else the in-cluster service account,
+    else the kubeconfig: for kopf's login and, before it, for the Lease."""
+    if ours.kube_api_url:
+        return kopf.ConnectionInfo(server=ours.kube_api_url, insecure=True)
+    found = kopf.login_with_service_account(logger=logger, **kwargs) or kopf.login_with_kubeconfig(
+        logger=logger, **kwargs
+    )
+    if found is None:
+        raise kopf.LoginError("no in-cluster service account and no kubeconfig found")
+    return found
+
+
 async def _login(
     controller: Controller, logger: logging.Logger | logging.LoggerAdapter[Any], **kwargs: Any
 ) -> kopf.ConnectionInfo:
-    settings = controller.settings
-    if settings.kube_api_url:
-        info = kopf.ConnectionInfo(server=settings.kube_api_url, insecure=True)
-    else:
-        found = kopf.login_with_service_account(logger=logger, **kwargs) or kopf.login_with_kubeconfig(
-            logger=logger, **kwargs
-        )
-        if found is None:
-            raise kopf.LoginError("no in-cluster service account and no kubeconfig found")
-        info = found
+    info = _find_cluster(controller.settings, logger, **kwargs)
     await controller.connect(_connection(info))
     return info
 
@@ -271,13 +277,5 @@ def _signals_stop(stop: asyncio.Event) -> Iterator[None]:
 
 def _lease_connection(settings: Settings) -> Connection:
     """Where the Lease is, before kopf's login runs (which happens only on the leader)."""
-    if settings.kube_api_url:
-        return Connection(server=settings.kube_api_url, insecure=True)
     logger = logging.getLogger("aigw_operator.leader")
-    options = kopf_settings(settings)
-    info = kopf.login_with_service_account(logger=logger, settings=options) or kopf.login_with_kubeconfig(
-        logger=logger, settings=options
-    )
-    if info is None:
-        raise kopf.LoginError("no in-cluster service account and no kubeconfig found")
-    return _connection(info)
+    return _connection(_find_cluster(settings, logger, settings=kopf_settings(settings)))

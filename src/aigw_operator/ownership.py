@@ -36,14 +36,6 @@ class Ownership:
             self._claims.setdefault(upstream_id, {})[claimant.uid] = claimant
             self._claimed[claimant.uid] = upstream_id
 
-    def owner(self, upstream_id: str, *, besides: str = "") -> Claimant | None:
-        """The resource that keeps ``upstream_id``, if it is not ``besides``."""
-        claims = self._claims.get(upstream_id)
-        if not claims:
-            return None
-        first = min(claims.values())
-        return None if first.uid == besides else first
-
     def holder(self, upstream_id: str, claimant: Claimant, *, named: bool) -> Claimant | None:
         """Who keeps ``upstream_id`` if ``claimant`` claims it: another resource, or None for
         ``claimant`` itself. ``named``: the claimant's status already names the object, so it

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Generic, cast
+from typing import Any, Generic, cast
 
 import pydantic
 
@@ -42,7 +42,7 @@ from aigw_operator.listings import Listings
 from aigw_operator.ownership import Claimant, Ownership
 from aigw_operator.redaction import redact
 from aigw_operator.reporting import Report, Reporter
-from aigw_operator.resource import KubeWriter, ObjectState, Outcome, Resource
+from aigw_operator.resource import KubeWriter, ObjectState, Outcome, Resource, unix_time
 from aigw_operator.secret_protection import SecretProtection
 from aigw_operator.settings import Settings
 from aigw_operator.upstreams.http import (
@@ -653,10 +653,17 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
 
     # ---------------------------------------------------------------- ownership
 
-    def note(self, resource: Resource) -> None:
+    def note(self, body: Mapping[str, Any]) -> None:
         """What the watch shows: the upstream object this resource's status names, so that every
-        owner is known before any reconcile runs (after a restart, in whatever order)."""
-        self.ownership.record(_claimant(resource), resource.status.get("id"))
+        owner is known before any reconcile runs (after a restart, in whatever order). Read from
+        the event's body as it is: this runs for every watch event."""
+        meta = body.get("metadata") or {}
+        claimant = Claimant(
+            unix_time(meta.get("creationTimestamp")) or 0.0,
+            meta.get("uid", ""),
+            f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+        )
+        self.ownership.record(claimant, (body.get("status") or {}).get("id"))
 
     def forget(self, uid: str) -> None:
         self.ownership.release(uid)
@@ -766,13 +773,3 @@ def _validation_message(exc: pydantic.ValidationError) -> str:
         location = ".".join(str(p) for p in error["loc"])
         parts.append(f"spec.{location}: {error['msg']}")
     return "; ".join(parts)
-
-
-__all__ = [
-    "CREATE_PENDING_ANNOTATION",
-    "ObjectState",
-    "Outcome",
-    "Reconciler",
-    "ReplaceRequired",
-    "Resource",
-]

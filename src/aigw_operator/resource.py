@@ -50,7 +50,7 @@ class Resource:
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
             annotations=dict(meta.get("annotations") or {}),
-            created=_unix_time(meta.get("creationTimestamp")),
+            created=unix_time(meta.get("creationTimestamp")),
             version=str(meta.get("resourceVersion") or ""),
         )
 
@@ -90,7 +90,7 @@ class Outcome:
     done: bool = True
 
 
-def _unix_time(stamp: str | None) -> float | None:
+def unix_time(stamp: str | None) -> float | None:
     if not stamp:
         return None
     try:
