@@ -38,17 +38,17 @@ import aiohttp.web
 import attrs
 
 from aigw_operator import API_VERSION, GROUP, VERSION
+from aigw_operator.base.api import RESYNC_ANNOTATION
 from aigw_operator.crds import all_crds
-from aigw_operator.kinds.common import RESYNC_ANNOTATION
-from aigw_operator.simulators.admission import admit
-from aigw_operator.simulators.base import RequestRecord, SimulatorServer
-from aigw_operator.simulators.baseten import BasetenSimulator
-from aigw_operator.simulators.kubernetes import JSON, KubeEmulator, KubeEmulatorServer, ResourceType
-from aigw_operator.simulators.model_registry import ModelRegistrySimulator
-from aigw_operator.simulators.ngrok import NgrokSimulator
-from aigw_operator.simulators.together import TogetherSimulator
 from aigw_operator.upstreams import baseten as baseten_api
 from aigw_operator.upstreams import ngrok as ngrok_api
+from aigw_testbed.emulator.admission import admit
+from aigw_testbed.emulator.server import JSON, KubeEmulator, KubeEmulatorServer, ResourceType
+from aigw_testbed.simulators.base import RequestRecord, SimulatorServer
+from aigw_testbed.simulators.baseten import BasetenSimulator
+from aigw_testbed.simulators.model_registry import ModelRegistrySimulator
+from aigw_testbed.simulators.ngrok import NgrokSimulator
+from aigw_testbed.simulators.together import TogetherSimulator
 
 NAMESPACE = "bench"
 BASETEN_KEY = "bench-baseten-key"

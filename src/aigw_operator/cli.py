@@ -1,11 +1,14 @@
-"""The ``aigw-operator`` command: ``run``, ``demo``, ``crds`` and ``drain``."""
+"""The ``aigw-operator`` command: ``run``, ``crds`` and ``drain``.
+
+The local demo is not here: it lives with the simulators in the separate ``aigw-testbed``
+distribution (``aigw-testbed demo``), so the operator's package and image carry no fakes.
+"""
 
 from __future__ import annotations
 
 # Only the standard library at module level: everything else is imported inside main(), where a
 # Ctrl-C during the (slow) imports is caught and ends the process quietly instead of with a traceback.
 import argparse
-import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -19,7 +22,7 @@ EPILOG = """\
 Settings come from environment variables AIGW_* (nested with __, e.g. AIGW_BASETEN__BASE_URL);
 README.md's "Configuration" section lists them. `aigw-operator run` finds the Kubernetes API as
 kubectl does (in-cluster service account, else $KUBECONFIG or ~/.kube/config), unless
-AIGW_KUBE_API_URL names an API server to use without credentials (the demo's emulator).
+AIGW_KUBE_API_URL names an API server to use without credentials (the testbed's emulator).
 
 Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted by Ctrl-C (SIGINT); once it is
 up, `run` treats SIGINT and SIGTERM as a normal shutdown (0).
@@ -30,8 +33,6 @@ SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/toke
 
 #: Exit code after Ctrl-C: 128 + SIGINT, as a shell reports a process killed by it.
 INTERRUPTED = 130
-
-DEMO_STOPPED = "aigw-operator demo: stopped; the operator and the simulators are shut down."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,29 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides AIGW_LOG_LEVEL")
     run.add_argument(
         "--liveness", default=None, help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz"
-    )
-
-    demo = commands.add_parser(
-        "demo",
-        help="everything on this machine, no cluster and no SaaS account: a Kubernetes API "
-        "emulator, the upstream simulators and the real operator, applying examples/",
-        description="Start a Kubernetes API emulator and the upstream simulators on loopback, run the "
-        "real operator against them, apply examples/ and show a table until every resource is Ready. "
-        "Exit code 0 when all are Ready, 1 when not within --timeout, 130 when stopped by Ctrl-C.",
-    )
-    demo.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
-    demo.add_argument(
-        "--keep-running",
-        action="store_true",
-        help="stay up after everything is Ready, write a kubeconfig for the emulator and print kubectl "
-        "commands to look around; stop with Ctrl-C",
-    )
-    demo.add_argument(
-        "--kubeconfig",
-        type=Path,
-        metavar="PATH",
-        help="with --keep-running: write the emulator's kubeconfig here (default: a temporary file, "
-        "removed on exit); an existing file is only overwritten if an earlier demo wrote it",
     )
 
     crd = commands.add_parser(
@@ -136,15 +114,11 @@ def missing_kube_api(
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = _dispatch(args)
+        return _dispatch(args)
     except KeyboardInterrupt:
-        # Ctrl-C before a command installed its own handling (e.g. during the imports). Silent
-        # except for the demo: the shell shows ^C already, and kopf logs its own stop.
-        code = INTERRUPTED
-    if args.command == "demo" and code > 128:  # stopped by a signal (130: Ctrl-C)
-        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-            print(DEMO_STOPPED, file=sys.stderr, flush=True)
-    return code
+        # Ctrl-C before a command installed its own handling (e.g. during the imports). Silent: the
+        # shell shows ^C already, and kopf logs its own stop.
+        return INTERRUPTED
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -160,8 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             sys.stdout.write(crds.render_all())
         return 0
     if args.command == "run":
-        from aigw_operator import logs
-        from aigw_operator.settings import Settings
+        from aigw_operator.base import logs
+        from aigw_operator.base.settings import Settings
 
         settings = Settings()
         problem = missing_kube_api(os.environ, kube_api_url=settings.kube_api_url)
@@ -169,8 +143,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"aigw-operator run: {problem}", file=sys.stderr)
             return 1
         logs.configure(args.log_level or settings.log_level, args.log_format or settings.log_format)
-        from aigw_operator.operator import LeadershipLost
-        from aigw_operator.operator import run as run_operator
+        from aigw_operator.runtime.operator import LeadershipLost
+        from aigw_operator.runtime.operator import run as run_operator
 
         try:
             asyncio.run(run_operator(settings, liveness_endpoint=args.liveness))
@@ -180,7 +154,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 1
         return 0
     if args.command == "drain":
-        from aigw_operator import drain as drain_module
+        from aigw_operator.runtime import drain as drain_module
 
         return asyncio.run(
             drain_module.run(
@@ -192,13 +166,6 @@ def _dispatch(args: argparse.Namespace) -> int:
                 verify_after=args.verify_after,
             )
         )
-    if args.command == "demo":
-        if args.kubeconfig is not None and not args.keep_running:
-            print("aigw-operator demo: --kubeconfig needs --keep-running", file=sys.stderr)
-            return 2
-        from aigw_operator.demo import demo as run_demo
-
-        return asyncio.run(run_demo(timeout=args.timeout, keep_running=args.keep_running, kubeconfig=args.kubeconfig))
     return 2
 
 

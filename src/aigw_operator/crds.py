@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from aigw_operator import GROUP, VERSION
-from aigw_operator.kinds.common import KindInfo
+from aigw_operator.base.api import KindInfo
 
 # JSON-schema keywords a structural Kubernetes schema has no use for.
 _DROPPED = {"title", "examples", "discriminator", "$defs", "definitions", "additionalProperties"}

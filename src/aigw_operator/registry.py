@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aigw_operator.contract import Adapter
+from aigw_operator.base.api import KindInfo
+from aigw_operator.base.settings import Settings
+from aigw_operator.engine.contract import Adapter
 from aigw_operator.kinds import dedicated_endpoint, gateway_endpoint, model, provider
-from aigw_operator.kinds.common import KindInfo
-from aigw_operator.settings import Settings
 from aigw_operator.upstreams import baseten, model_registry, ngrok, together
 from aigw_operator.upstreams.http import UpstreamClient
 

@@ -9,9 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from aigw_operator import conditions as cond
-from aigw_operator.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
-from aigw_operator.kinds.common import (
+from aigw_operator.base.api import (
     AGE_COLUMN,
     READY_COLUMNS,
     CamelModel,
@@ -23,7 +21,9 @@ from aigw_operator.kinds.common import (
     cel,
     validations,
 )
-from aigw_operator.listings import Listings
+from aigw_operator.engine import conditions as cond
+from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
+from aigw_operator.engine.listings import Listings
 from aigw_operator.upstreams.http import InvalidSpec, Unavailable, credential_fingerprint
 from aigw_operator.upstreams.together import Endpoint, TogetherClient
 

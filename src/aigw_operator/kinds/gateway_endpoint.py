@@ -9,8 +9,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
-from aigw_operator.contract import Adapter, Event, KubeView, Readiness, ReplaceInstead
-from aigw_operator.kinds.common import (
+from aigw_operator.base.api import (
     AGE_COLUMN,
     READY_COLUMNS,
     CamelModel,
@@ -23,7 +22,8 @@ from aigw_operator.kinds.common import (
     immutable,
     validations,
 )
-from aigw_operator.listings import Listings
+from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, ReplaceInstead
+from aigw_operator.engine.listings import Listings
 from aigw_operator.upstreams.baseten import BasetenClient, Endpoint, Target
 from aigw_operator.upstreams.http import InvalidSpec, NotFound, credential_fingerprint
 

@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from aigw_operator.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
-from aigw_operator.kinds.common import (
+from aigw_operator.base.api import (
     AGE_COLUMN,
     READY_COLUMNS,
     CamelModel,
@@ -20,6 +19,7 @@ from aigw_operator.kinds.common import (
     cel,
     validations,
 )
+from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
 from aigw_operator.upstreams.http import InvalidSpec, NotFound
 from aigw_operator.upstreams.model_registry import ModelRegistryClient, RegistryModel
 

@@ -9,9 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from aigw_operator.contract import Adapter, Event, KubeView, Readiness
-from aigw_operator.credentials import SecretValue
-from aigw_operator.kinds.common import (
+from aigw_operator.base.api import (
     AGE_COLUMN,
     READY_COLUMNS,
     CamelModel,
@@ -24,6 +22,8 @@ from aigw_operator.kinds.common import (
     immutable,
     validations,
 )
+from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness
+from aigw_operator.kube.credentials import SecretValue
 from aigw_operator.upstreams.http import NotFound
 from aigw_operator.upstreams.ngrok import NgrokClient, Provider, ProviderKey
 

@@ -32,8 +32,8 @@ from typing import Any, Self
 
 import httpx
 
-from aigw_operator.redaction import redact, register_secret
-from aigw_operator.transport import AiohttpTransport
+from aigw_operator.base.redaction import redact, register_secret
+from aigw_operator.base.transport import AiohttpTransport
 
 __all__ = [
     "AccessDenied",

@@ -1,0 +1,193 @@
+"""A small async Kubernetes API client for what kopf does not do for us:
+reading Secrets, writing status only when it changed, and posting Events."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from aigw_operator import GROUP, VERSION, __version__
+from aigw_operator.base.redaction import redact
+from aigw_operator.base.transport import AiohttpTransport
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The Kubernetes object a reconcile is about."""
+
+    kind: str
+    plural: str
+    namespace: str
+    name: str
+    uid: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{self.plural}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the API server (as kopf's login handlers find it)."""
+
+    server: str
+    token: str | None = None
+    scheme: str | None = "Bearer"
+    ca_path: str | None = None
+    ca_data: bytes | None = None
+    insecure: bool = False
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+
+
+class WriteConflict(Exception):
+    """A write made on a precondition (the object's resourceVersion) found the object changed."""
+
+
+class KubeClient:
+    def __init__(self, connection: Connection, *, component: str = "aigw-operator", timeout: float = 30.0) -> None:
+        # Says who is asking, in API server audit logs (and the emulator's access counts).
+        headers = {"Accept": "application/json", "User-Agent": f"{component}/{__version__}"}
+        if connection.token:
+            headers["Authorization"] = f"{connection.scheme or 'Bearer'} {connection.token}"
+        verify: ssl.SSLContext | bool = not connection.insecure
+        if not connection.insecure and (connection.ca_path or connection.ca_data):
+            verify = ssl.create_default_context(
+                cafile=connection.ca_path,
+                cadata=connection.ca_data.decode() if connection.ca_data else None,
+            )
+        if isinstance(verify, ssl.SSLContext) and connection.certificate_path:
+            verify.load_cert_chain(connection.certificate_path, connection.private_key_path)
+        self._http = httpx.AsyncClient(
+            base_url=connection.server,
+            headers=headers,
+            timeout=timeout,
+            transport=AiohttpTransport(verify=verify),
+        )
+        self.component = component
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, method: str, path: str, *, json: Any = None, merge_patch: bool = False) -> httpx.Response:
+        headers = {"Content-Type": "application/merge-patch+json"} if merge_patch else None
+        return await self._http.request(method, path, json=json, headers=headers)
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        response = await self._send("GET", path)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+    async def set_secret_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> bool:
+        """Replace a Secret's finalizers if it is still at ``resource_version``: False on a conflict."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        response = await self._send("PATCH", path, json=body, merge_patch=True)
+        if response.status_code == 409:
+            return False
+        if response.status_code != 404:
+            response.raise_for_status()
+        return True
+
+    # ------------------------------------------------------------------ Leases (leader election)
+
+    def _lease_path(self, namespace: str, name: str | None = None) -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get(self._lease_path(namespace, name))
+
+    async def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The created Lease; None if another process created it first (409)."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": spec}
+        response = await self._send("POST", self._lease_path(namespace), json=body)
+        if response.status_code == 409:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def replace_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any] | None:
+        """The Lease after a PUT on its resourceVersion; None if another writer moved it on (409)."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "spec": spec,
+        }
+        response = await self._send("PUT", self._lease_path(namespace, name), json=body)
+        if response.status_code in (404, 409):
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None:
+        """Merge-patch the status subresource: the new resourceVersion, None when the object is gone."""
+        return await self._patch(f"{ref.path}/status", {"status": dict(status)})
+
+    async def patch_annotations(
+        self, ref: ObjectRef, annotations: Mapping[str, str | None], *, expect_version: str | None = None
+    ) -> str | None:
+        """Merge-patch annotations (None removes one): the new resourceVersion, None when the object
+        is gone. With ``expect_version``, only if the object is still at that resourceVersion
+        (else WriteConflict): a guard another process may be writing at the same time."""
+        metadata: dict[str, Any] = {"annotations": dict(annotations)}
+        if expect_version:
+            metadata["resourceVersion"] = expect_version
+        return await self._patch(ref.path, {"metadata": metadata})
+
+    async def _patch(self, path: str, body: Mapping[str, Any]) -> str | None:
+        response = await self._send("PATCH", path, json=body, merge_patch=True)
+        if response.status_code == 404:
+            return None
+        if response.status_code == 409:
+            raise WriteConflict(path)
+        response.raise_for_status()
+        version: str = response.json().get("metadata", {}).get("resourceVersion", "")
+        return version
+
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": ref.kind,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": redact(message)[:1024],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.component,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "action": reason,
+            "count": 1,
+        }
+        response = await self._send("POST", f"/api/v1/namespaces/{ref.namespace}/events", json=event)
+        response.raise_for_status()

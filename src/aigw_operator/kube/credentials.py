@@ -1,0 +1,98 @@
+"""API keys from Kubernetes Secrets: cached briefly, rotation-aware, never logged."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+from pydantic import SecretStr
+
+from aigw_operator.base.api import SecretKeyRef
+from aigw_operator.base.redaction import register_secret
+
+
+class SecretReader(Protocol):
+    async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+
+class CredentialsMissing(Exception):
+    """The Secret, or the key in it, is not there (yet)."""
+
+
+class SecretValue(NamedTuple):
+    value: str
+    # The Secret's resourceVersion: tells a rotated value from the one last sent upstream.
+    version: str
+
+
+# What an adapter's prepare() gets to read the Secrets its spec refers to.
+ReadSecret = Callable[[SecretKeyRef], Awaitable[SecretValue]]
+
+
+class Credentials:
+    """Resolves the API key a resource should use for its upstream.
+
+    A resource's own ``credentialsSecretRef`` wins; otherwise the operator's default key
+    for that upstream. Values are cached for ``ttl`` seconds so that a resync of many
+    resources does not read the same Secret many times, and so that a rotated key is
+    picked up within ``ttl`` without a restart. ``invalidate`` drops a cached value at once
+    (after the upstream refused it).
+    """
+
+    def __init__(self, reader: SecretReader, defaults: Mapping[str, SecretStr | None], ttl: float) -> None:
+        self._reader = reader
+        self._defaults = dict(defaults)
+        self._ttl = ttl
+        self._cache: dict[tuple[str, str, str], tuple[float, SecretValue]] = {}
+
+    async def api_key(self, upstream: str, namespace: str, ref: SecretKeyRef | None) -> str:
+        if ref is None:
+            default = self._defaults.get(upstream)
+            if default is None or not default.get_secret_value():
+                raise CredentialsMissing(
+                    f"no spec.credentialsSecretRef and no default {upstream} API key is configured in the operator"
+                )
+            value = default.get_secret_value()
+            register_secret(value)
+            return value
+        return (await self.secret(namespace, ref)).value
+
+    async def secret(self, namespace: str, ref: SecretKeyRef) -> SecretValue:
+        """Any Secret value a spec refers to (e.g. a key the upstream object must hold)."""
+        cache_key = (namespace, ref.name, ref.key)
+        cached = self._cache.get(cache_key)
+        if cached and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]
+        value = await self._read(namespace, ref)
+        self._cache[cache_key] = (time.monotonic(), value)
+        return value
+
+    def invalidate(self, namespace: str, ref: SecretKeyRef | None) -> None:
+        if ref is not None:
+            self._cache.pop((namespace, ref.name, ref.key), None)
+
+    def forget_secret(self, namespace: str, name: str) -> None:
+        """The Secret changed: every key of it is read again on next use."""
+        for cached in [k for k in self._cache if k[:2] == (namespace, name)]:
+            del self._cache[cached]
+
+    async def _read(self, namespace: str, ref: SecretKeyRef) -> SecretValue:
+        secret = await self._reader.get_secret(namespace, ref.name)
+        if secret is None:
+            raise CredentialsMissing(f"Secret {namespace}/{ref.name} not found")
+        encoded = (secret.get("data") or {}).get(ref.key)
+        if not encoded:
+            raise CredentialsMissing(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+        try:
+            value = base64.b64decode(encoded, validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise CredentialsMissing(
+                f"Secret {namespace}/{ref.name} key {ref.key!r} is not valid base64 text"
+            ) from None
+        if not value:
+            raise CredentialsMissing(f"Secret {namespace}/{ref.name} key {ref.key!r} is empty")
+        register_secret(value)
+        return SecretValue(value, str((secret.get("metadata") or {}).get("resourceVersion") or ""))

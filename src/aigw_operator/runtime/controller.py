@@ -1,0 +1,352 @@
+"""The controller: which objects exist, when each one's loop runs next, and what it waits for.
+
+Every watch event updates the object's handle; a change the loop acts on (spec, finalizer,
+deletion, annotations) queues it at once. Each kind has a work queue and a pool of workers
+that run the level-based loop (observe, diff, act, report) and queue the object again for
+the next resync, the short poll or a backoff. Deletion shares the object's lock with the
+loop. Nothing here knows kopf: operator.py feeds it watch events and deletions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigw_operator import FINALIZER
+from aigw_operator.base import metrics
+from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
+from aigw_operator.base.settings import Settings, UpstreamSettings
+from aigw_operator.engine import conditions as cond
+from aigw_operator.engine.backoff import backoff
+from aigw_operator.engine.reconcile import Reconciler
+from aigw_operator.engine.resource import ObjectState, Resource
+from aigw_operator.engine.workqueue import WorkQueue
+from aigw_operator.kube.client import Connection, KubeClient, ObjectRef
+from aigw_operator.kube.credentials import Credentials
+from aigw_operator.kube.secret_protection import SecretProtection
+from aigw_operator.registry import KINDS, Kind
+from aigw_operator.upstreams.http import UpstreamClient
+
+logger = logging.getLogger("aigw_operator.controller")
+# How long a reconcile waits for the watch event of the loop's own last write; a relisted
+# watch may skip that version, so the wait is bounded.
+_CATCH_UP_SECONDS = 5.0
+# How many of an object's latest resourceVersions are remembered for that check.
+_SEEN_VERSIONS = 16
+
+
+class Fenced(Exception):
+    """This process lost its Lease: it may not write any more."""
+
+
+class _LazyKube:
+    """The Kubernetes client exists only after login; reconcilers are built before."""
+
+    def __init__(self) -> None:
+        self.client: KubeClient | None = None
+        self.fenced = False
+
+    def _require(self, *, write: bool = True) -> KubeClient:
+        if write and self.fenced:
+            raise Fenced("no longer the leader: not writing")
+        if self.client is None:
+            raise RuntimeError("not logged in to the Kubernetes API yet")
+        return self.client
+
+    async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await self._require(write=False).get_secret(namespace, name)
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> str | None:
+        return await self._require().patch_status(ref, status)
+
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        await self._require().post_event(ref, type_, reason, message)
+
+    async def patch_annotations(
+        self, ref: ObjectRef, annotations: Mapping[str, str | None], *, expect_version: str | None = None
+    ) -> str | None:
+        return await self._require().patch_annotations(ref, annotations, expect_version=expect_version)
+
+    async def set_secret_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> bool:
+        return await self._require().set_secret_finalizers(namespace, name, finalizers, resource_version)
+
+
+@dataclass
+class _Handle:
+    """One watched object: its loop state and the latest body its watch events brought."""
+
+    kind: str
+    body: Mapping[str, Any]
+    state: ObjectState = field(default_factory=ObjectState)
+    # What, when it changes, calls for a reconcile now (see poke).
+    trigger: tuple[Any, ...] | None = None
+    # Waiting for the watch to bring our own last write before the next reconcile.
+    deferred: bool = False
+    # resourceVersions the watch brought lately: the event of our own write can arrive before
+    # the write's response tells us its version (resourceVersions are opaque: never compared).
+    seen: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_SEEN_VERSIONS))
+
+
+def _upstream_client(kind: Kind, upstream: UpstreamSettings) -> UpstreamClient:
+    return kind.new_client(
+        upstream.base_url,
+        timeout=upstream.timeout,
+        max_retries=upstream.max_retries,
+        backoff_base=upstream.backoff_base,
+        backoff_cap=upstream.backoff_cap,
+        max_inline_retry_after=upstream.max_inline_retry_after,
+        rate_limit_per_second=upstream.rate_limit_per_second,
+        observer=metrics.observe_upstream,
+        retry_observer=metrics.observe_retry,
+    )
+
+
+class Controller:
+    """Everything the handlers share: settings, clients, and the per-object handles."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kube = _LazyKube()
+        # One client per upstream, shared by the kinds on it.
+        self.upstreams = {kind.upstream: _upstream_client(kind, settings.upstream(kind.upstream)) for kind in KINDS}
+        adapters = [kind.adapter(self.upstreams[kind.upstream], settings, self) for kind in KINDS]
+        self.credentials = Credentials(
+            self.kube,
+            {
+                adapter.upstream: settings.upstream(kind.upstream).api_key
+                for kind, adapter in zip(KINDS, adapters, strict=True)
+            },
+            ttl=settings.credentials_cache_ttl,
+        )
+        self.protection = SecretProtection(self.kube)
+        self.reconcilers: list[Reconciler[Any, Any, Any]] = [
+            Reconciler(adapter, self.kube, self.credentials, settings, protection=self.protection)
+            for adapter in adapters
+        ]
+        self.handles: dict[str, _Handle] = {}
+        # One queue and pool of workers per kind: a kind slowed by its upstream's rate limit
+        # holds up only its own objects.
+        self.queues: dict[str, WorkQueue] = {}
+        self._reconciler_of = {reconciler.info.kind: reconciler for reconciler in self.reconcilers}
+        # When an object's loop last finished a step: the liveness probe fails if this stalls.
+        self.progress_at = time.monotonic()
+
+    def forget(self, uid: str) -> None:
+        handle = self.handles.pop(uid, None)
+        if handle is None:
+            return
+        self._reconciler_of[handle.kind].forget(uid)
+        self.protection.forget(uid)
+        if handle.kind in self.queues:
+            self.queues[handle.kind].forget(uid)
+
+    def wake(self, uid: str, delay: float = 0.0) -> None:
+        handle = self.handles.get(uid)
+        if handle is not None and handle.kind in self.queues:
+            self.queues[handle.kind].schedule(uid, delay)
+
+    def target_secret_users(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool:
+        """Whether a GatewayEndpoint other than ``besides`` has a target with this secretRef."""
+        for uid, handle in self.handles.items():
+            meta = handle.body.get("metadata", {})
+            if uid == besides or handle.kind != "GatewayEndpoint" or meta.get("namespace") != namespace:
+                continue
+            if meta.get("deletionTimestamp"):
+                continue
+            for target in (handle.body.get("spec") or {}).get("targets") or ():
+                ref = target.get("secretRef") or {}
+                if ref.get("name") == secret_name and ref.get("key", "apiKey") == key:
+                    return True
+        return False
+
+    def secret_changed(self, namespace: str, name: str) -> None:
+        """A Secret we were told about changed: read it again, and wake whoever refers to it."""
+        self.credentials.forget_secret(namespace, name)
+        for uid, handle in self.handles.items():
+            if handle.body.get("metadata", {}).get("namespace") == namespace and name in _secret_names(
+                handle.body.get("spec")
+            ):
+                self.wake(uid)
+
+    async def connect(self, connection: Connection) -> None:
+        """(Re)connect to the API server, e.g. after a login with fresh credentials."""
+        old = self.kube.client
+        self.kube.client = KubeClient(connection)
+        if old is not None:
+            await old.aclose()
+
+    def start(self) -> None:
+        for reconciler in self.reconcilers:
+            queue = WorkQueue(reconciler.info.kind, self.step, workers=self.settings.workers_per_kind)
+            self.queues[reconciler.info.kind] = queue
+            queue.start()
+
+    def fence(self) -> None:
+        """The Lease is lost: from now on nothing is written, and nothing in flight finishes."""
+        self.kube.fenced = True
+
+    async def aclose(self) -> None:
+        # Reconciles in flight end first: cut off after an upstream POST, the object created
+        # would be known to nobody. Fenced, another process may lead already: cut them off.
+        timeout = 0.0 if self.kube.fenced else 60.0
+        await asyncio.gather(*(queue.stop(timeout=timeout) for queue in self.queues.values()))
+        await self.protection.aclose()
+        for client in self.upstreams.values():
+            await client.aclose()
+        if self.kube.client is not None:
+            await self.kube.client.aclose()
+
+    # ------------------------------------------------------------ per-object handlers
+
+    def poke(self, kind: str, body: Mapping[str, Any], event_type: str | None) -> None:
+        """Every watch event: keep the latest body; queue the object when something it acts on
+        changed (not for our own status writes), and when first seen."""
+        meta = body.get("metadata", {})
+        uid = meta.get("uid", "")
+        if event_type == "DELETED":
+            self.forget(uid)
+            return
+        annotations = meta.get("annotations") or {}
+        trigger = (
+            meta.get("generation"),
+            annotations.get(EXTERNAL_ID_ANNOTATION),
+            annotations.get(RESYNC_ANNOTATION),
+            FINALIZER in (meta.get("finalizers") or ()),
+            bool(meta.get("deletionTimestamp")),
+        )
+        reconciler = self._reconciler_of[kind]
+        reconciler.note(body)
+        credentials = (body.get("spec") or {}).get("credentialsSecretRef") or {}
+        self.protection.note(uid, meta.get("namespace", ""), credentials.get("name"))
+        handle = self.handles.get(uid)
+        if handle is None:
+            handle = self.handles[uid] = _Handle(kind, body, trigger=trigger)
+            handle.seen.append(meta.get("resourceVersion", ""))
+            self.wake(uid, self._initial_delay(body))
+            return
+        handle.body = body
+        handle.seen.append(meta.get("resourceVersion", ""))
+        if self._caught_up(handle) and handle.deferred:
+            handle.deferred = False
+            self.wake(uid)
+        if handle.trigger != trigger:
+            handle.trigger = trigger
+            self.wake(uid)
+
+    async def step(self, uid: str) -> float | None:
+        """One pass of an object's level-based loop; seconds until the next (None: when woken)."""
+        handle = self.handles.get(uid)
+        if handle is None:
+            return None
+        reconciler = self._reconciler_of[handle.kind]
+        meta = handle.body.get("metadata", {})
+        if meta.get("deletionTimestamp"):
+            return None  # the deletion handler has it now
+        if FINALIZER not in (meta.get("finalizers") or ()):
+            # Never create upstream before the finalizer guarantees we will see the deletion.
+            # Its arrival queues the object again (poke).
+            return None
+        if not self._caught_up(handle) and time.monotonic() - handle.state.written_at < _CATCH_UP_SECONDS:
+            # The body predates our last write (e.g. woken during the reconcile that made it):
+            # acting on it could create what that reconcile created. Its watch event wakes us.
+            handle.deferred = True
+            logger.debug(
+                "%s %s/%s: waiting for the watch to bring resourceVersion %s",
+                handle.kind,
+                meta.get("namespace"),
+                meta.get("name"),
+                handle.state.written_version,
+            )
+            return _CATCH_UP_SECONDS
+        try:
+            outcome = await reconciler.reconcile(Resource.from_body(reconciler.info, handle.body), handle.state)
+            delay = outcome.requeue_after
+        except Exception:
+            handle.state.failures += 1
+            delay = backoff(
+                handle.state.failures - 1, self.settings.error_backoff_base, self.settings.error_backoff_cap
+            )
+            logger.exception(
+                "reconcile of %s %s/%s failed; retrying in %.0fs",
+                handle.kind,
+                meta.get("namespace"),
+                meta.get("name"),
+                delay,
+                extra={"kind": handle.kind, "namespace": meta.get("namespace"), "object_name": meta.get("name")},
+            )
+        self.progress_at = time.monotonic()
+        return delay
+
+    @staticmethod
+    def _caught_up(handle: _Handle) -> bool:
+        """Whether the watch has brought our own last write to this object (in either order)."""
+        state = handle.state
+        if state.written_version is not None and state.written_version in handle.seen:
+            state.written_version = None
+        return state.written_version is None
+
+    def liveness(self) -> dict[str, Any]:
+        """For kopf's health endpoint: fails when work that is due has been held up too long.
+
+        Objects that are terminal, being deleted or on a long resync are simply not due, so a
+        quiet operator is healthy; a worker pool blocked on one step, or a dispatcher that no
+        longer hands out due objects, is not.
+        """
+        stalled = max((queue.stalled_for() for queue in self.queues.values()), default=0.0)
+        limit = self.settings.liveness_stall_seconds
+        if stalled > limit:
+            raise RuntimeError(f"work due {stalled:.0f}s ago is still waiting or running ({len(self.handles)} objects)")
+        return {
+            "objects": len(self.handles),
+            "seconds_since_progress": round(time.monotonic() - self.progress_at, 1),
+            "longest_stall_seconds": round(stalled, 1),
+        }
+
+    def _initial_delay(self, body: Mapping[str, Any]) -> float:
+        # After a restart, converged objects are spread over a while instead of all at once.
+        status = body.get("status") or {}
+        ready = cond.find(status.get("conditions"), cond.READY)
+        converged = (
+            status.get("observedGeneration") == body.get("metadata", {}).get("generation")
+            and ready is not None
+            and ready.get("status") == "True"
+        )
+        if not converged:
+            return 0.0
+        return random.uniform(0, min(self.settings.resync_interval, 60.0))
+
+    async def finalize(self, reconciler: Reconciler[Any, Any, Any], body: Mapping[str, Any]) -> float | None:
+        """Seconds until deletion is tried again (None: done, the finalizer may go)."""
+        uid = body.get("metadata", {}).get("uid", "")
+        handle = self.handles.get(uid)
+        state = handle.state if handle is not None else ObjectState()
+        outcome = await reconciler.finalize(Resource.from_body(reconciler.info, body), state)
+        if not outcome.done:
+            return outcome.requeue_after or 10.0
+        self.forget(uid)
+        meta = body.get("metadata", {})
+        metrics.forget_resource(reconciler.info.kind, meta.get("namespace", ""), meta.get("name", ""))
+        return None
+
+
+def _secret_names(value: Any) -> set[str]:
+    """Names of the Secrets a spec refers to: every ``*SecretRef``/``secretRef`` in it."""
+    names: set[str] = set()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key.lower().endswith("secretref") and isinstance(item, Mapping) and item.get("name"):
+                names.add(str(item["name"]))
+            else:
+                names |= _secret_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            names |= _secret_names(item)
+    return names

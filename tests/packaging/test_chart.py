@@ -1,0 +1,873 @@
+"""The Helm chart, rendered and linted by real Helm (Helm's Go SDK through helm-python-sdk),
+checked against the Kubernetes schemas (kubernetes-validate) and against deploy/crds."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "aigw-operator"
+CRDS = REPO / "deploy" / "crds"
+RELEASE = "aigw"
+NAMESPACE = "aigw-system"
+KUBE_VERSIONS = ["1.29.0", "1.33.0"]
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespaced": {"watch": {"namespaces": ["team-a", "team-b"]}},
+    "existing-secret": {
+        "upstreams": {"baseten": {"apiKey": {"existingSecret": "baseten-credentials", "secretKey": "token"}}}
+    },
+    "created-secret": {"upstreams": {"baseten": {"apiKey": {"value": "bt-secret-value"}}}},
+    "keys-from-values": {
+        "upstreams": {
+            "baseten": {"apiKey": {"value": "bt-secret-value"}},
+            "ngrok": {"apiKey": {"value": "ng-secret-value", "secretKey": "token"}},
+            "together": {"apiKey": {"value": "tg-secret-value"}},
+            "modelRegistry": {
+                "baseUrl": "https://syft.example.com/api/v1",
+                "apiKey": {"value": "mr-secret-value"},
+            },
+        }
+    },
+    "existing-and-value": {
+        "upstreams": {
+            "ngrok": {"apiKey": {"existingSecret": "ngrok-credentials", "secretKey": "token"}},
+            "modelRegistry": {
+                "baseUrl": "https://syft.example.com/api/v1",
+                "apiKey": {"value": "mr-secret-value"},
+            },
+        }
+    },
+    "no-crds": {"crds": {"install": False}},
+    "everything": {
+        "watch": {"namespaces": ["team-a"]},
+        "image": {"digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-wave": "-10"}},
+        "operator": {
+            "logLevel": "DEBUG",
+            "logFormat": "text",
+            "resyncInterval": 60,
+            "shortPollInterval": 2.5,
+            "extraEnv": [{"name": "AIGW_BASETEN__MAX_RETRIES", "value": "5"}],
+        },
+        "upstreams": {
+            "baseten": {"baseUrl": "https://baseten.example", "rateLimitPerSecond": 20, "apiKey": {"value": "k"}},
+            "ngrok": {"baseUrl": "https://ngrok.example", "rateLimitPerSecond": 0.5, "timeout": 30},
+            "modelRegistry": {
+                "baseUrl": "https://syft.example.com/api/v1",
+                "timeout": 2.5,
+                "apiKey": {"existingSecret": "registry-admin"},
+            },
+        },
+        "serviceAccount": {"create": True, "name": "custom-sa", "annotations": {"a": "b"}},
+        "podAnnotations": {"x": "y"},
+        "podLabels": {"team": "ai"},
+        "priorityClassName": "system-cluster-critical",
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}
+                    ]
+                }
+            }
+        },
+        "podDisruptionBudget": {"enabled": True},
+        "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    },
+    "metrics-port-and-monitor": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True}}},
+    "metrics-service-off": {"metrics": {"enabled": False}},
+    "paused-no-rbac": {"replicaCount": 0, "rbac": {"create": False}, "serviceAccount": {"create": False}},
+    "single-without-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "three-replicas-spread": {
+        "replicaCount": 3,
+        "leaderElection": {"leaseDuration": 30, "renewDeadline": 20, "retryPeriod": 4},
+        "podAntiAffinityPreset": "hard",
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+        ],
+        "podDisruptionBudget": {"maxUnavailable": "50%"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    manifests = chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[dict[str, Any]] = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def notes(chart: helm.Chart, values: dict[str, Any]) -> str:
+    manifests = chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [found] = of_kind(objects, kind)
+    return found
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [result] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(result)
+
+
+def env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(objects).get("env", [])}
+
+
+# ------------------------------------------------------------------ lint and schema validation
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lint_strict(name: str) -> None:
+    report = helm.lint(CHART, copy.deepcopy(VALUE_SETS[name]), strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rendered_objects_validate_against_kubernetes_schemas(chart: helm.Chart, name: str, kube_version: str) -> None:
+    objects = render(chart, VALUE_SETS[name])
+    assert objects
+    for obj in objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # Prometheus Operator's CRD: not in the Kubernetes schemas; checked below.
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']} {obj['metadata'].get('name')}: {exc.message} at {list(exc.path)}")
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_object_is_labelled_and_namespaced_correctly(chart: helm.Chart, name: str) -> None:
+    for obj in render(chart, VALUE_SETS[name]):
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "aigw-operator", obj["metadata"]
+        if obj["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+            assert "namespace" not in obj["metadata"]
+        elif obj["kind"] not in ("Role", "RoleBinding"):
+            assert obj["metadata"]["namespace"] == NAMESPACE
+
+
+# ------------------------------------------------------------------ the Deployment
+
+
+def test_defaults_deployment(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    deployment = one(objects, "Deployment")
+    # Two replicas by default: one leads (holds the Lease), the other stands by.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    main = container(objects)
+    assert main["image"] == "ghcr.io/aigw-dev/aigw-operator:0.1.0"
+    assert [*main["command"], *main["args"]] == ["aigw-operator", "run", "--liveness", "http://0.0.0.0:8080/healthz"]
+    probe = main["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    assert {p["name"]: p["containerPort"] for p in main["ports"]}[probe["port"]] == 8080
+    # Readiness is /readyz on the same port: a standby is ready once it follows the Lease.
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert main["readinessProbe"]["periodSeconds"] == 10
+    security = main["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {m["mountPath"] for m in main["volumeMounts"]} == {"/tmp"}
+    assert env(objects) == {
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "AIGW_LEADER_ELECTION__ENABLED": "true",
+        "AIGW_LEADER_ELECTION__LEASE_NAME": "aigw-aigw-operator",
+        "AIGW_LEADER_ELECTION__LEASE_NAMESPACE": NAMESPACE,
+        "AIGW_LEADER_ELECTION__LEASE_DURATION": "15",
+        "AIGW_LEADER_ELECTION__RENEW_DEADLINE": "10",
+        "AIGW_LEADER_ELECTION__RETRY_PERIOD": "2",
+        "AIGW_RESYNC_INTERVAL": "300",
+        "AIGW_SHORT_POLL_INTERVAL": "5",
+        "AIGW_LOG_LEVEL": "INFO",
+        "AIGW_LOG_FORMAT": "json",
+        "AIGW_METRICS_PORT": "9090",
+        "AIGW_SECRET_LABEL_SELECTOR": "aigw.dev/watch=true",
+        "AIGW_BASETEN__BASE_URL": "https://api.baseten.co",
+        "AIGW_NGROK__BASE_URL": "https://api.ngrok.ai",
+        "AIGW_TOGETHER__BASE_URL": "https://api.together.ai/v1",
+    }
+    assert main["resources"]["limits"]["memory"] == "256Mi"
+    # Without any key configured, no Secret exists and none is referenced.
+    assert of_kind(objects, "Secret") == []
+    # With two replicas the PDB keeps one through a drain.
+    assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 100
+    assert "topologySpreadConstraints" not in pod
+    # Metrics are on by default: the port and its Service; the ServiceMonitor stays opt-in.
+    assert {p["name"]: p["containerPort"] for p in main["ports"]}["metrics"] == 9090
+    assert one(objects, "Service")["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert of_kind(objects, "ServiceMonitor") == []
+
+
+def test_metrics_port_service_and_service_monitor(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.port reaches the operator (AIGW_METRICS_PORT), the container port, the Service and the monitor."""
+    objects = render(chart, VALUE_SETS["metrics-port-and-monitor"])
+    assert env(objects)["AIGW_METRICS_PORT"] == "9100"
+    assert _settings(chart, VALUE_SETS["metrics-port-and-monitor"], monkeypatch).metrics_port == 9100
+    ports = {p["name"]: p for p in container(objects)["ports"]}
+    assert ports["metrics"] == {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}
+    service = one(objects, "Service")
+    assert service["metadata"]["name"] == "aigw-aigw-operator-metrics"
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    # Without the Service the operator still serves metrics, and no ServiceMonitor is rendered.
+    objects = render(chart, {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
+    assert env(objects)["AIGW_METRICS_PORT"] == "9090"
+    assert "metrics" in {p["name"] for p in container(objects)["ports"]}
+    assert of_kind(objects, "Service") == [] and of_kind(objects, "ServiceMonitor") == []
+
+
+def test_metrics_port_must_differ_from_the_health_port(chart: helm.Chart) -> None:
+    with pytest.raises(Exception, match="must differ"):
+        render(chart, {"metrics": {"port": 8080}})
+
+
+def _settings(chart: helm.Chart, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The operator's Settings from the env the chart renders (keys from Secrets left out)."""
+    from aigw_operator.base.settings import Settings
+
+    for name in [n for n in os.environ if n.startswith("AIGW_")]:
+        monkeypatch.delenv(name)
+    for name, value in env(render(chart, values)).items():
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_env_values_reach_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The env the chart renders is what Settings parses: names, JSON list and numbers."""
+    settings = _settings(chart, VALUE_SETS["everything"], monkeypatch)
+    assert settings.namespaces == ["team-a"]
+    assert settings.resync_interval == 60
+    assert settings.short_poll_interval == 2.5
+    assert settings.log_level == "DEBUG"
+    assert settings.log_format == "text"
+    assert settings.baseten.base_url == "https://baseten.example"
+    assert settings.baseten.rate_limit_per_second == 20
+    assert settings.baseten.max_retries == 5
+    assert settings.ngrok.base_url == "https://ngrok.example"
+    assert settings.ngrok.rate_limit_per_second == 0.5
+    assert settings.ngrok.timeout == 30
+    assert settings.model_registry.base_url == "https://syft.example.com/api/v1"
+    assert settings.model_registry.timeout == 2.5
+    assert settings.model_registry.rate_limit_per_second is None
+
+
+def test_default_upstreams_reach_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without values, each upstream keeps the operator's own defaults (the registry has no real one)."""
+    from aigw_operator.base.settings import Settings
+
+    settings = _settings(chart, {}, monkeypatch)
+    defaults = Settings()
+    assert settings.baseten.base_url == "https://api.baseten.co"
+    assert settings.ngrok.base_url == "https://api.ngrok.ai"
+    assert settings.model_registry.base_url == defaults.model_registry.base_url
+    for name in ("baseten", "ngrok", "model_registry"):
+        upstream = getattr(settings, name)
+        assert upstream.api_key is None
+        assert upstream.rate_limit_per_second == getattr(defaults, name).rate_limit_per_second
+        assert upstream.timeout == getattr(defaults, name).timeout
+    with_registry = _settings(chart, VALUE_SETS["keys-from-values"], monkeypatch)
+    assert with_registry.baseten.base_url == "https://api.baseten.co"
+    assert with_registry.ngrok.base_url == "https://api.ngrok.ai"
+    assert with_registry.model_registry.base_url == "https://syft.example.com/api/v1"
+
+
+def test_everything_value_set(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["everything"])
+    pod = one(objects, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "ai"
+    assert pod["metadata"]["annotations"]["x"] == "y"
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == "custom-sa"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert "nodeAffinity" in spec["affinity"]
+    # The preset's podAntiAffinity is added next to the given nodeAffinity.
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in spec["affinity"]["podAntiAffinity"]
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert container(objects)["image"] == "ghcr.io/aigw-dev/aigw-operator@sha256:" + "a" * 64
+    assert one(objects, "PodDisruptionBudget")["spec"] == {
+        "minAvailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        "selector": {"matchLabels": one(objects, "Deployment")["spec"]["selector"]["matchLabels"]},
+    }
+    service = one(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert "metrics" in {p["name"] for p in container(objects)["ports"]}
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    for crd in of_kind(objects, "CustomResourceDefinition"):
+        assert crd["metadata"]["annotations"] == {"argocd.argoproj.io/sync-wave": "-10"}
+
+
+def test_paused_without_rbac(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["paused-no-rbac"])
+    assert one(objects, "Deployment")["spec"]["replicas"] == 0
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+# ------------------------------------------------------------------ leader election and high availability
+
+
+def test_leader_election_env_reaches_the_operator_settings(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart turns election on (the operator's default is off), on a Lease named after the release."""
+    election = _settings(chart, {}, monkeypatch).leader_election
+    assert election.enabled is True
+    assert election.lease_name == one(render(chart, {}), "Deployment")["metadata"]["name"] == "aigw-aigw-operator"
+    assert election.lease_namespace == NAMESPACE
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (15, 10, 2)
+    tuned = _settings(chart, VALUE_SETS["three-replicas-spread"], monkeypatch).leader_election
+    assert (tuned.lease_duration, tuned.renew_deadline, tuned.retry_period) == (30, 20, 4)
+    fractional = {"leaderElection": {"leaseDuration": 7.5, "renewDeadline": 5, "retryPeriod": 0.5}}
+    assert _settings(chart, fractional, monkeypatch).leader_election.retry_period == 0.5
+    # The pod's name is its identity: from the downward API, not a value.
+    assert env(render(chart, {}))["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_without_leader_election_one_replica_and_recreate(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render(chart, VALUE_SETS["single-without-election"])
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    # No overlap at all during a rollout: two operators without election would both reconcile.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    variables = env(objects)
+    assert variables["AIGW_LEADER_ELECTION__ENABLED"] == "false"
+    assert not [name for name in variables if name.startswith("AIGW_LEADER_ELECTION__") and "ENABLED" not in name]
+    assert "POD_NAME" in variables and "POD_NAMESPACE" in variables
+    assert _settings(chart, VALUE_SETS["single-without-election"], monkeypatch).leader_election.enabled is False
+    assert [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election")] == []
+    assert of_kind(objects, "RoleBinding") == []
+    # The PDB must not block drains of the only replica.
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in one(objects, "PodDisruptionBudget")["spec"]
+
+
+@pytest.mark.parametrize("replicas", [2, 5])
+def test_more_than_one_replica_needs_leader_election(chart: helm.Chart, replicas: int, tmp_path: Path) -> None:
+    values = {"replicaCount": replicas, "leaderElection": {"enabled": False}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(chart.merge_values(copy.deepcopy(values)), _schema())
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+    # The template refuses it too when the schema is skipped (--skip-schema-validation).
+    unchecked = tmp_path / "aigw-operator"
+    shutil.copytree(CHART, unchecked)
+    (unchecked / "values.schema.json").unlink()
+    with helm.Chart.load(unchecked) as without_schema, pytest.raises(Exception, match=r"needs leaderElection\.enabled"):
+        render(without_schema, values)
+    # With election on any number is fine, and without it 0 and 1 are.
+    for allowed in ({"replicaCount": replicas}, {"replicaCount": 0, "leaderElection": {"enabled": False}}):
+        assert one(render(chart, allowed), "Deployment")["spec"]["replicas"] == allowed["replicaCount"]
+
+
+@pytest.mark.parametrize(
+    ("lease", "renew", "retry"),
+    [(10, 10, 2), (15, 20, 2), (15, 10, 10), (15, 10, 12), (5, 10, 2)],
+)
+def test_leader_election_timings_must_be_ordered(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, lease: float, renew: float, retry: float
+) -> None:
+    """retryPeriod < renewDeadline < leaseDuration, as the operator requires (it would not start)."""
+    values = {"leaderElection": {"leaseDuration": lease, "renewDeadline": renew, "retryPeriod": retry}}
+    jsonschema.validate(chart.merge_values(copy.deepcopy(values)), _schema())  # each is a valid number alone
+    with pytest.raises(Exception, match=r"retryPeriod < renewDeadline < leaseDuration"):
+        render(chart, values)
+    # The operator refuses the same settings.
+    from aigw_operator.base.settings import LeaderElectionSettings
+
+    with pytest.raises(ValueError, match="retry_period < renew_deadline < lease_duration"):
+        LeaderElectionSettings(lease_duration=lease, renew_deadline=renew, retry_period=retry)
+
+
+def test_pod_disruption_budget_follows_the_replicas(chart: helm.Chart) -> None:
+    def spec(values: dict[str, Any]) -> dict[str, Any]:
+        budget = one(render(chart, values), "PodDisruptionBudget")["spec"]
+        # Pods that are not Ready never block a drain, whatever the budget.
+        assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        return {k: v for k, v in budget.items() if k not in ("selector", "unhealthyPodEvictionPolicy")}
+
+    # Two or more: one pod at a time may go, a standby stays to take over the Lease.
+    assert spec({}) == {"minAvailable": 1}
+    assert spec({"replicaCount": 3}) == {"minAvailable": 1}
+    # One (or none): minAvailable 1 would block every drain, so the eviction is permitted.
+    assert spec({"replicaCount": 1}) == {"maxUnavailable": 1}
+    assert spec({"replicaCount": 0}) == {"maxUnavailable": 1}
+    # An explicit maxUnavailable wins.
+    assert spec(VALUE_SETS["three-replicas-spread"]) == {"maxUnavailable": "50%"}
+    assert spec({"podDisruptionBudget": {"maxUnavailable": 0}}) == {"maxUnavailable": 0}
+    assert of_kind(render(chart, {"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
+    selector = one(render(chart, {}), "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+    assert selector == one(render(chart, {}), "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def _pod_spec(chart: helm.Chart, values: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(render(chart, values), "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def test_pod_anti_affinity_spreads_replicas_over_nodes(chart: helm.Chart) -> None:
+    selector = one(render(chart, {}), "Deployment")["spec"]["selector"]["matchLabels"]
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+    assert _pod_spec(chart, {})["affinity"] == {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+    }
+    assert _pod_spec(chart, {"podAntiAffinityPreset": "hard"})["affinity"] == {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+    }
+    assert "affinity" not in _pod_spec(chart, {"podAntiAffinityPreset": ""})
+    # The user's own podAntiAffinity replaces the preset's; other affinity is kept beside it.
+    own = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{**term, "topologyKey": "zone"}]}}
+    assert _pod_spec(chart, {"affinity": own})["affinity"] == own
+    node = VALUE_SETS["everything"]["affinity"]
+    assert _pod_spec(chart, {"affinity": node, "podAntiAffinityPreset": ""})["affinity"] == node
+    merged = _pod_spec(chart, {"affinity": node})["affinity"]
+    assert merged["nodeAffinity"] == node["nodeAffinity"] and "podAntiAffinity" in merged
+
+
+def test_topology_spread_constraints_get_the_pod_selector(chart: helm.Chart) -> None:
+    selector = one(render(chart, {}), "Deployment")["spec"]["selector"]["matchLabels"]
+    [constraint] = _pod_spec(chart, VALUE_SETS["three-replicas-spread"])["topologySpreadConstraints"]
+    assert constraint == {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": selector},
+    }
+    given = {
+        "maxSkew": 2,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "other"}},
+    }
+    assert _pod_spec(chart, {"topologySpreadConstraints": [given]})["topologySpreadConstraints"] == [given]
+
+
+def test_probes_liveness_on_healthz_readiness_on_readyz(chart: helm.Chart) -> None:
+    for name in ("defaults", "single-without-election", "three-replicas-spread"):
+        main = container(render(chart, VALUE_SETS[name]))
+        assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    main = container(render(chart, {"liveness": {"port": 8181}, "readiness": {"failureThreshold": 6}}))
+    assert {p["name"]: p["containerPort"] for p in main["ports"]}["health"] == 8181
+    assert main["args"][-1] == "http://0.0.0.0:8181/healthz"
+    assert main["readinessProbe"]["failureThreshold"] == 6
+
+
+# ------------------------------------------------------------------ credentials
+
+
+def test_existing_secret_is_referenced_not_created(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["existing-secret"])
+    assert of_kind(objects, "Secret") == []
+    assert env(objects)["AIGW_BASETEN__API_KEY"] == {"secretKeyRef": {"name": "baseten-credentials", "key": "token"}}
+
+
+def test_created_secret_holds_the_key_and_rolls_the_pod(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["created-secret"])
+    secret = one(objects, "Secret")
+    assert base64.b64decode(secret["data"]["apiKey"]).decode() == "bt-secret-value"
+    assert env(objects)["AIGW_BASETEN__API_KEY"] == {
+        "secretKeyRef": {"name": secret["metadata"]["name"], "key": "apiKey"}
+    }
+    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    changed = render(chart, {"upstreams": {"baseten": {"apiKey": {"value": "rotated"}}}})
+    rotated = one(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/secret"] != rotated["checksum/secret"]
+    # The key itself appears only in the Secret.
+    for obj in objects:
+        if obj["kind"] != "Secret":
+            assert "bt-secret-value" not in json.dumps(obj)
+
+
+def _secret_ref(objects: list[dict[str, Any]], prefix: str) -> dict[str, str]:
+    ref: dict[str, str] = env(objects)[f"{prefix}__API_KEY"]["secretKeyRef"]
+    return ref
+
+
+def test_keys_from_values_for_every_upstream(chart: helm.Chart) -> None:
+    values = VALUE_SETS["keys-from-values"]
+    objects = render(chart, values)
+    secrets = {s["metadata"]["name"]: s for s in of_kind(objects, "Secret")}
+    expected = {
+        "AIGW_BASETEN": ("aigw-aigw-operator-baseten", "apiKey", "bt-secret-value"),
+        "AIGW_NGROK": ("aigw-aigw-operator-ngrok", "token", "ng-secret-value"),
+        "AIGW_TOGETHER": ("aigw-aigw-operator-together", "apiKey", "tg-secret-value"),
+        "AIGW_MODEL_REGISTRY": ("aigw-aigw-operator-model-registry", "apiKey", "mr-secret-value"),
+    }
+    assert sorted(secrets) == sorted(name for name, _, _ in expected.values())
+    for prefix, (name, key, value) in expected.items():
+        assert _secret_ref(objects, prefix) == {"name": name, "key": key}
+        assert base64.b64decode(secrets[name]["data"][key]).decode() == value
+    for obj in objects:
+        if obj["kind"] != "Secret":
+            for _, _, value in expected.values():
+                assert value not in json.dumps(obj)
+    # Rotating any one of the keys rolls the pod.
+    checksum = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+    for upstream in ("baseten", "ngrok", "together", "modelRegistry"):
+        rotated = copy.deepcopy(values)
+        rotated["upstreams"][upstream]["apiKey"]["value"] = "rotated"
+        pod = one(render(chart, rotated), "Deployment")["spec"]["template"]
+        assert pod["metadata"]["annotations"]["checksum/secret"] != checksum, upstream
+
+
+def test_existing_secret_for_one_upstream_and_value_for_another(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["existing-and-value"])
+    # Only the key given as a value gets a Secret; only it is checksummed.
+    [secret] = of_kind(objects, "Secret")
+    assert secret["metadata"]["name"] == "aigw-aigw-operator-model-registry"
+    assert base64.b64decode(secret["data"]["apiKey"]).decode() == "mr-secret-value"
+    assert _secret_ref(objects, "AIGW_NGROK") == {"name": "ngrok-credentials", "key": "token"}
+    assert _secret_ref(objects, "AIGW_MODEL_REGISTRY") == {"name": "aigw-aigw-operator-model-registry", "key": "apiKey"}
+    assert "AIGW_BASETEN__API_KEY" not in env(objects)
+    assert "checksum/secret" in one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    # An existing Secret alone creates nothing and restarts nothing.
+    only_existing = render(chart, VALUE_SETS["existing-secret"])
+    assert "checksum/secret" not in (
+        one(only_existing, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    )
+
+
+# ------------------------------------------------------------------ RBAC
+
+
+def _rules(obj: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    result: dict[tuple[str, str], set[str]] = {}
+    for rule in obj["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                result.setdefault((group, resource), set()).update(rule["verbs"])
+    return result
+
+
+def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
+    from aigw_operator.crds import all_kinds
+
+    expected: dict[tuple[str, str], set[str]] = {
+        ("", "events"): {"create"},
+        # patch: the finalizer that keeps a credentials Secret while resources need it.
+        ("", "secrets"): {"get", "list", "watch", "patch"},
+    }
+    for info in all_kinds():
+        expected[("aigw.dev", info.plural)] = {"list", "watch", "patch"}
+        expected[("aigw.dev", f"{info.plural}/status")] = {"patch"}
+    return expected
+
+
+def _without_lease_rbac(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The Roles or RoleBindings of the watched namespaces (the leader election ones are tested apart)."""
+    return [o for o in of_kind(objects, kind) if not o["metadata"]["name"].endswith("-leader-election")]
+
+
+def test_rbac_cluster_wide(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    assert _without_lease_rbac(objects, "Role") == [] and _without_lease_rbac(objects, "RoleBinding") == []
+    rules = _rules(one(objects, "ClusterRole"))
+    assert rules == {
+        **_expected_namespaced_rules(),
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    }
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    account = one(objects, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}]
+
+
+def test_rbac_namespaced(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["namespaced"])
+    assert json.loads(env(objects)["AIGW_NAMESPACES"]) == ["team-a", "team-b"]
+    # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs.
+    assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
+    roles = _without_lease_rbac(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert _rules(role) == _expected_namespaced_rules()
+    bindings = _without_lease_rbac(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[0]["metadata"]["name"],
+        }
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+
+
+def test_secret_watch_is_what_list_and_watch_on_secrets_are_for(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == "aigw.dev/watch=true"
+    objects = render(chart, {"secretWatch": {"enabled": False}})
+    assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == ""
+    assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get", "patch"}
+    namespaced = render(chart, {**VALUE_SETS["namespaced"], "secretWatch": {"enabled": False}})
+    for role in _without_lease_rbac(namespaced, "Role"):
+        assert _rules(role)[("", "secrets")] == {"get", "patch"}
+
+
+def _lease_rbac(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    [role] = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    [binding] = [b for b in of_kind(objects, "RoleBinding") if b["metadata"]["name"].endswith("-leader-election")]
+    return role, binding
+
+
+@pytest.mark.parametrize("name", ["defaults", "namespaced", "everything", "three-replicas-spread"])
+def test_rbac_for_the_lease_in_the_release_namespace_only(chart: helm.Chart, name: str) -> None:
+    objects = render(chart, VALUE_SETS[name])
+    lease = env(objects)["AIGW_LEADER_ELECTION__LEASE_NAME"]
+    assert env(objects)["AIGW_LEADER_ELECTION__LEASE_NAMESPACE"] == NAMESPACE
+    role, binding = _lease_rbac(objects)
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    # create cannot be limited by name; get and update are limited to the one Lease.
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    # Leases appear nowhere else: not cluster-wide, not in the watched namespaces.
+    for obj in objects:
+        if obj["kind"] in ("Role", "ClusterRole") and obj is not role:
+            assert ("coordination.k8s.io", "leases") not in _rules(obj)
+    # A watched namespace that is the release namespace keeps both Roles, under different names.
+    both = render(chart, {"watch": {"namespaces": [NAMESPACE]}})
+    assert sorted(r["metadata"]["name"] for r in of_kind(both, "Role")) == [
+        "aigw-aigw-operator",
+        "aigw-aigw-operator-leader-election",
+    ]
+
+
+def test_no_lease_rbac_without_election_or_rbac(chart: helm.Chart) -> None:
+    for values in (VALUE_SETS["single-without-election"], {"rbac": {"create": False}}):
+        objects = render(chart, values)
+        assert of_kind(objects, "Role") == [] and of_kind(objects, "RoleBinding") == []
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rbac_has_no_wildcards(chart: helm.Chart, name: str) -> None:
+    for obj in render(chart, VALUE_SETS[name]):
+        for rule in obj.get("rules", []) if obj["kind"] in ("Role", "ClusterRole") else []:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+
+
+# ------------------------------------------------------------------ CRDs
+
+
+def test_chart_crd_files_are_copies_of_deploy_crds() -> None:
+    chart_files = {p.name: p.read_text() for p in sorted((CHART / "files" / "crds").glob("*.yaml"))}
+    generated = {p.name: p.read_text() for p in sorted(CRDS.glob("*.yaml"))}
+    assert chart_files == generated, (
+        "the chart's CRDs differ from deploy/crds: run "
+        "`aigw-operator crds --output-dir deploy/crds && "
+        "aigw-operator crds --output-dir deploy/helm/aigw-operator/files/crds`"
+    )
+
+
+def test_rendered_crds_equal_deploy_crds(chart: helm.Chart) -> None:
+    rendered = {c["metadata"]["name"]: c for c in of_kind(render(chart, {}), "CustomResourceDefinition")}
+    expected = {c["metadata"]["name"]: c for c in (yaml.safe_load(p.read_text()) for p in CRDS.glob("*.yaml"))}
+    assert rendered.keys() == expected.keys()
+    for name, crd in rendered.items():
+        assert crd["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        assert crd == expected[name], name
+
+
+def test_crds_can_be_left_out(chart: helm.Chart) -> None:
+    assert of_kind(render(chart, VALUE_SETS["no-crds"]), "CustomResourceDefinition") == []
+    # RBAC still follows every kind even when the CRDs are installed some other way.
+    assert ("aigw.dev", "gatewayendpoints") in _rules(one(render(chart, VALUE_SETS["no-crds"]), "ClusterRole"))
+
+
+# ------------------------------------------------------------------ values.schema.json
+
+
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
+
+
+def _resolve(sub: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Follows a local "$ref": "#/definitions/..." (the upstreams share one definition)."""
+    if sub is not None and "$ref" in sub:
+        resolved: dict[str, Any] = _schema()
+        for part in sub["$ref"].removeprefix("#/").split("/"):
+            resolved = resolved[part]
+        return resolved
+    return sub
+
+
+def _paths(values: Any, schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any] | None]]:
+    if isinstance(values, dict) and "properties" in schema:
+        for key, value in values.items():
+            sub = _resolve(schema["properties"].get(key))
+            yield f"{prefix}{key}", sub
+            if sub is not None:
+                yield from _paths(value, sub, f"{prefix}{key}.")
+
+
+def test_schema_covers_every_value() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [path for path, sub in _paths(defaults, _schema()) if sub is None]
+    assert missing == []
+    undocumented = [
+        path
+        for path, sub in _paths(defaults, _schema())
+        if sub is not None and not sub.get("description") and sub.get("type") != "object"
+    ]
+    assert undocumented == []
+    jsonschema.Draft7Validator.check_schema(_schema())
+    jsonschema.validate(defaults, _schema())
+
+
+BAD_VALUES: dict[str, dict[str, Any]] = {
+    "two replicas without leader election": {"replicaCount": 2, "leaderElection": {"enabled": False}},
+    "negative replicas": {"replicaCount": -1},
+    "replicas as a string": {"replicaCount": "2"},
+    "leader election enabled as a string": {"leaderElection": {"enabled": "true"}},
+    "zero lease duration": {"leaderElection": {"leaseDuration": 0}},
+    "negative renew deadline": {"leaderElection": {"renewDeadline": -10}},
+    "retry period as a string": {"leaderElection": {"retryPeriod": "2s"}},
+    "unknown leader election key": {"leaderElection": {"leaseName": "mine"}},
+    "unknown anti-affinity preset": {"podAntiAffinityPreset": "spread"},
+    "spread constraint without topology key": {
+        "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}]
+    },
+    "PDB maxUnavailable not a number or percentage": {"podDisruptionBudget": {"maxUnavailable": "one"}},
+    "unknown log level": {"operator": {"logLevel": "TRACE"}},
+    "unknown log format": {"operator": {"logFormat": "yaml"}},
+    "namespaces as a string": {"watch": {"namespaces": "default"}},
+    "invalid namespace name": {"watch": {"namespaces": ["Team_A"]}},
+    "unknown top-level key": {"replicas": 1},
+    "typo in a nested key": {"upstreams": {"baseten": {"apiKey": {"existingSecrets": "x"}}}},
+    "base URL without scheme": {"upstreams": {"baseten": {"baseUrl": "api.baseten.co"}}},
+    "registry URL without scheme": {"upstreams": {"modelRegistry": {"baseUrl": "syft.example.com"}}},
+    "unknown upstream": {"upstreams": {"openai": {"baseUrl": "https://api.openai.com"}}},
+    "zero rate limit": {"upstreams": {"ngrok": {"rateLimitPerSecond": 0}}},
+    "rate limit as a string": {"upstreams": {"ngrok": {"rateLimitPerSecond": "fast"}}},
+    "negative timeout": {"upstreams": {"modelRegistry": {"timeout": -1}}},
+    "empty secret key": {"upstreams": {"ngrok": {"apiKey": {"secretKey": ""}}}},
+    "old top-level baseten key": {"baseten": {"baseUrl": "https://api.baseten.co"}},
+    "zero resync": {"operator": {"resyncInterval": 0}},
+    "bad pull policy": {"image": {"pullPolicy": "Sometimes"}},
+    "port out of range": {"liveness": {"port": 70000}},
+    "metrics port out of range": {"metrics": {"port": 0}},
+    "metrics port as a string": {"metrics": {"port": "9090"}},
+    "unknown readiness key": {"readiness": {"path": "/ready"}},
+    "bad digest": {"image": {"digest": "latest"}},
+    "bad scrape interval": {"metrics": {"serviceMonitor": {"interval": "soon"}}},
+    "crds.install not a boolean": {"crds": {"install": "yes"}},
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_schema_rejects_bad_values(chart: helm.Chart, case: str) -> None:
+    values = BAD_VALUES[case]
+    merged = chart.merge_values(copy.deepcopy(values))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(merged, _schema())
+    # Helm itself refuses to render them.
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+
+
+# ------------------------------------------------------------------ NOTES.txt
+
+
+def test_notes_show_how_to_see_the_leader(chart: helm.Chart) -> None:
+    text = notes(chart, {})
+    assert "kubectl get lease -n aigw-system aigw-aigw-operator" in text
+    assert "HOLDER" in text
+    assert "kubectl get lease" not in notes(chart, VALUE_SETS["single-without-election"])
+
+
+def test_notes_explain_the_first_resource(chart: helm.Chart) -> None:
+    text = notes(chart, {})
+    assert "kind: GatewayEndpoint" in text
+    assert "kubectl -n default apply -f -" in text
+    assert "credentialsSecretRef" in text  # no default key: the user needs a Secret
+    assert "aigw-operator drain" in text
+    assert "upstreams.modelRegistry.baseUrl is not set" in text
+    assert "upstreams.modelRegistry.baseUrl" not in notes(chart, VALUE_SETS["keys-from-values"])
+    namespaced = notes(chart, {**VALUE_SETS["namespaced"], **VALUE_SETS["created-secret"]})
+    assert "kubectl -n team-a apply -f -" in namespaced
+    assert "credentialsSecretRef" not in namespaced
+    # The manifest in the notes is valid for the CRD's schema as the emulator's admission sees it.
+    manifest = namespaced.split("apply -f -\n", 1)[1].split("  YAML", 1)[0]
+    body = yaml.safe_load("\n".join(line[2:] for line in manifest.splitlines()))
+    from aigw_operator.kinds.gateway_endpoint import INFO
+
+    INFO.spec_model.model_validate(body["spec"])
