@@ -18,6 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from aigw_operator.crds import all_kinds
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "aigw-operator"
 CRDS = REPO / "deploy" / "crds"
@@ -727,14 +729,14 @@ def test_rbac_has_no_wildcards(chart: helm.Chart, name: str) -> None:
 # ------------------------------------------------------------------ CRDs
 
 
-def test_chart_crd_files_are_copies_of_deploy_crds() -> None:
-    chart_files = {p.name: p.read_text() for p in sorted((CHART / "files" / "crds").glob("*.yaml"))}
-    generated = {p.name: p.read_text() for p in sorted(CRDS.glob("*.yaml"))}
-    assert chart_files == generated, (
-        "the chart's CRDs differ from deploy/crds: run "
-        "`aigw-operator crds --output-dir deploy/crds && "
-        "aigw-operator crds --output-dir deploy/helm/aigw-operator/files/crds`"
-    )
+def test_one_copy_of_the_crds_deploy_crds_is_the_charts() -> None:
+    """Helm reads only files inside the chart, so the chart holds the CRDs and deploy/crds (what
+    `kubectl apply -f deploy/crds` and tests/unit/test_crds.py use) links to them: no second copy
+    to forget when a kind changes."""
+    assert CRDS.is_symlink()
+    assert CRDS.resolve() == (CHART / "files" / "crds").resolve()
+    assert not (CHART / "files" / "crds").is_symlink()
+    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(f"{info.plural}.aigw.dev.yaml" for info in all_kinds())
 
 
 def test_rendered_crds_equal_deploy_crds(chart: helm.Chart) -> None:

@@ -28,16 +28,9 @@ from aigw_testbed import API_VERSION
 from aigw_testbed.emulator.admission import admit
 from aigw_testbed.emulator.server import KubeEmulator, KubeEmulatorServer
 from aigw_testbed.kubectl import Kube, condition
-from aigw_testbed.simulators.baseten import BasetenSimulator
-from aigw_testbed.simulators.model_registry import ModelRegistrySimulator
-from aigw_testbed.simulators.ngrok import NgrokSimulator
-from aigw_testbed.simulators.together import TogetherSimulator
+from aigw_testbed.simulators import demo_upstreams
 
 NAMESPACE = "demo"
-DEMO_KEY = "demo-baseten-key"
-NGROK_DEMO_KEY = "demo-ngrok-key"
-REGISTRY_DEMO_KEY = "demo-registry-key"
-TOGETHER_DEMO_KEY = "demo-together-key"
 
 #: The kubeconfig context (and cluster and user) the demo writes; also how it recognises its own file.
 KUBE_CONTEXT = "aigw-demo"
@@ -227,35 +220,27 @@ async def _demo(timeout: float, keep_running: bool, kubeconfig: Path | None) -> 
     emulator = KubeEmulator(admission=admit)
     async with (
         KubeEmulatorServer(emulator) as kube_server,
-        BasetenSimulator(api_keys=[DEMO_KEY]) as baseten,
-        NgrokSimulator(api_keys=[NGROK_DEMO_KEY]) as ngrok,
-        ModelRegistrySimulator(admin_key=REGISTRY_DEMO_KEY) as registry,
-        # A short simulated start-up, so the table shows PENDING -> STARTING -> STARTED.
-        TogetherSimulator(api_keys=[TOGETHER_DEMO_KEY], pending_seconds=1.0, starting_seconds=2.0) as together,
+        contextlib.AsyncExitStack() as stack,
         httpx.AsyncClient(base_url=kube_server.url, timeout=10) as http,
     ):
-        # Baseten names secrets by an id it assigns; the example refers to the secret by name.
-        secret = baseten.put_secret("anthropic-key", "sk-demo-not-a-real-key")
-        for manifest in resources:
-            for target in manifest["spec"].get("targets", []):
-                if target.get("secretId") == secret.name:
-                    target["secretId"] = secret.id
+        upstreams = demo_upstreams()
+        urls: dict[str, str] = {}
+        for upstream in upstreams:
+            simulator = await stack.enter_async_context(upstream.start(upstream.key))
+            if upstream.prepare is not None:
+                upstream.prepare(simulator, resources)
+            urls[upstream.title] = f"{simulator.url}{upstream.api_path}"
         kube = Kube(http, namespace=NAMESPACE)
         await kube.ensure_namespace(NAMESPACE)
         for crd in crds:
             await kube.apply_crd(crd)
-        print(f"Kubernetes API emulator: {kube_server.url}")
-        print(f"Baseten simulator:       {baseten.url}")
-        print(f"ngrok simulator:         {ngrok.url}")
-        print(f"model registry:          {registry.url}/api/v1")
-        print(f"Together simulator:      {together.url}/v1")
+        width = max(len(title) for title in ["Kubernetes API emulator", *urls]) + 2
+        for title, url in {"Kubernetes API emulator": kube_server.url, **urls}.items():
+            print(f"{title + ':':<{width}}{url}")
         env = dict(
             os.environ,
             AIGW_KUBE_API_URL=kube_server.url,
-            AIGW_BASETEN__BASE_URL=baseten.url,
-            AIGW_NGROK__BASE_URL=ngrok.url,
-            AIGW_MODEL_REGISTRY__BASE_URL=f"{registry.url}/api/v1",
-            AIGW_TOGETHER__BASE_URL=f"{together.url}/v1",
+            **{f"AIGW_{upstream.setting.upper()}__BASE_URL": urls[upstream.title] for upstream in upstreams},
             AIGW_LOG_LEVEL="WARNING",
             AIGW_SHORT_POLL_INTERVAL="1",
             AIGW_METRICS_PORT="0",
@@ -266,7 +251,7 @@ async def _demo(timeout: float, keep_running: bool, kubeconfig: Path | None) -> 
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aigw_operator.cli", "run", env=env, process_group=0
         )
-        print(f"operator:                pid {process.pid} (aigw-operator run)\n", flush=True)
+        print(f"{'operator:':<{width}}pid {process.pid} (aigw-operator run)\n", flush=True)
         try:
             for manifest in manifests:
                 await apply(kube, manifest, plural_of)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from aigw_testbed import SPECS
+from aigw_testbed.simulators import DemoUpstream
 from aigw_testbed.simulators.base import ApiError, Call, Json, Route, SimulatorServer
 from aigw_testbed.simulators.contract import ContractChecker, ContractRequest
 
@@ -499,3 +500,21 @@ def _decode_cursor(cursor: str) -> int:
 
 def _dump(value: Json) -> bytes:
     return json.dumps(value).encode()
+
+
+def _demo_secrets(simulator: BasetenSimulator, resources: list[dict[str, Any]]) -> None:
+    # Baseten names secrets by an id it assigns; the example refers to the secret by name.
+    secret = simulator.put_secret("anthropic-key", "sk-demo-not-a-real-key")
+    for manifest in resources:
+        for target in manifest["spec"].get("targets", []):
+            if target.get("secretId") == secret.name:
+                target["secretId"] = secret.id
+
+
+DEMO = DemoUpstream(
+    "Baseten simulator",
+    "baseten",
+    lambda key: BasetenSimulator(api_keys=[key]),
+    key="demo-baseten-key",
+    prepare=_demo_secrets,
+)

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from aigw_testbed import SPECS
+from aigw_testbed.simulators import DemoUpstream
 from aigw_testbed.simulators.base import ApiError, Call, Handler, Json, Route, SimulatorServer, _Invalid
 from aigw_testbed.simulators.contract import ContractChecker
 
@@ -506,3 +507,12 @@ def _expect(
         errors.append(
             {"type": "dict_type", "loc": ["body", field], "msg": "Input should be a valid dictionary", "input": value}
         )
+
+
+DEMO = DemoUpstream(
+    "model registry",
+    "model_registry",
+    lambda key: ModelRegistrySimulator(admin_key=key),
+    key="demo-registry-key",
+    api_path="/api/v1",
+)

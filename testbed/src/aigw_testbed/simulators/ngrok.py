@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 
 from aigw_testbed import SPECS
+from aigw_testbed.simulators import DemoUpstream
 from aigw_testbed.simulators.base import ApiError, Call, Handler, Json, Route, SimulatorServer
 from aigw_testbed.simulators.contract import ContractChecker
 
@@ -760,3 +761,6 @@ def _base62(number: int, width: int) -> str:
 
 def _random(n: int) -> str:
     return "".join(_secrets.choice(_BASE62) for _ in range(n))
+
+
+DEMO = DemoUpstream("ngrok simulator", "ngrok", lambda key: NgrokSimulator(api_keys=[key]), key="demo-ngrok-key")

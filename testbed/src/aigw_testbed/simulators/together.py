@@ -21,6 +21,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from aigw_testbed import SPECS
+from aigw_testbed.simulators import DemoUpstream
 from aigw_testbed.simulators.base import ApiError, Call, Json, Route, SimulatorServer
 from aigw_testbed.simulators.contract import ContractChecker
 
@@ -611,3 +612,13 @@ def _inactive_timeout(body: Mapping[str, Json]) -> int | None:
         raise _invalid("inactive_timeout must be a non-negative integer number of minutes.", "inactive_timeout")
     assert isinstance(value, int)
     return value or None
+
+
+DEMO = DemoUpstream(
+    "Together simulator",
+    "together",
+    # A short simulated start-up, so the demo's table shows PENDING -> STARTING -> STARTED.
+    lambda key: TogetherSimulator(api_keys=[key], pending_seconds=1.0, starting_seconds=2.0),
+    key="demo-together-key",
+    api_path="/v1",
+)
