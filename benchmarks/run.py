@@ -576,6 +576,8 @@ class Harness:
             AIGW_LOG_LEVEL="WARNING",
             AIGW_METRICS_PORT=str(metrics_port),
             AIGW_NAMESPACES=f'["{NAMESPACE}"]',
+            # The benchmark's namespace may spend the default keys, as the operator's own would.
+            AIGW_OPERATOR_NAMESPACE=NAMESPACE,
         )
         if not self.args.production_rate_limits:
             # The figures are the operator's, not a vendor quota's: no client-side limits.

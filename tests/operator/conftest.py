@@ -323,6 +323,8 @@ def make_settings(
         # Only the test's namespace: an operator watching the cluster picks up the objects of earlier
         # tests (still Terminating on a real cluster) and reconciles them against this test's simulators.
         "namespaces": [env.kube.namespace],
+        # The test's namespace stands for the operator's own: the one allowed the default keys.
+        "operator_namespace": env.kube.namespace,
         "metrics_port": 0,  # one /metrics server per process, on a free port
         "resync_interval": 30.0,
         "short_poll_interval": 0.5,

@@ -407,6 +407,26 @@ def test_without_leader_election_one_replica_and_recreate(chart: helm.Chart, mon
     assert "minAvailable" not in one(objects, "PodDisruptionBudget")["spec"]
 
 
+def test_default_key_namespaces_reach_the_operator(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, only the release namespace may spend a default key (the operator's own, from
+    POD_NAMESPACE); a list or ["*"] reaches the operator's settings as given."""
+    assert not [name for name in env(render(chart, {})) if name.endswith("__DEFAULT_KEY_NAMESPACES")]
+    assert _settings(chart, {}, monkeypatch).together.default_key_namespaces is None
+    values = {
+        "upstreams": {
+            "together": {"apiKey": {"namespaces": ["team-a", "team-b"]}},
+            "baseten": {"apiKey": {"namespaces": ["*"]}},
+        }
+    }
+    rendered = env(render(chart, values))
+    assert rendered["AIGW_TOGETHER__DEFAULT_KEY_NAMESPACES"] == '["team-a","team-b"]'
+    assert rendered["AIGW_BASETEN__DEFAULT_KEY_NAMESPACES"] == '["*"]'
+    settings = _settings(chart, values, monkeypatch)
+    assert settings.together.default_key_namespaces == ["team-a", "team-b"]
+    assert settings.baseten.default_key_namespaces == ["*"]
+    assert settings.ngrok.default_key_namespaces is None
+
+
 @pytest.mark.parametrize("replicas", [2, 5])
 def test_more_than_one_replica_needs_leader_election(chart: helm.Chart, replicas: int, tmp_path: Path) -> None:
     values = {"replicaCount": replicas, "leaderElection": {"enabled": False}}
@@ -832,6 +852,9 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad digest": {"image": {"digest": "latest"}},
     "bad scrape interval": {"metrics": {"serviceMonitor": {"interval": "soon"}}},
     "crds.install not a boolean": {"crds": {"install": "yes"}},
+    "wildcard beside a namespace": {"upstreams": {"together": {"apiKey": {"namespaces": ["*", "team-a"]}}}},
+    "default-key namespace not a name": {"upstreams": {"baseten": {"apiKey": {"namespaces": ["Team_A"]}}}},
+    "default-key namespaces as a string": {"upstreams": {"baseten": {"apiKey": {"namespaces": "*"}}}},
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -28,6 +29,17 @@ class UpstreamSettings(BaseModel):
     rate_limit_per_second: float | None = Field(
         default=None, gt=0, description="Client-side limit per credential; None disables it."
     )
+    default_key_namespaces: list[str] | None = Field(
+        default=None,
+        description="Namespaces whose resources may spend api_key when they name no credentialsSecretRef: "
+        'names, or ["*"] for every namespace. Unset: only the operator\'s own namespace (operator_namespace).',
+    )
+
+    @model_validator(mode="after")
+    def _one_wildcard(self) -> UpstreamSettings:
+        if self.default_key_namespaces and "*" in self.default_key_namespaces and len(self.default_key_namespaces) > 1:
+            raise ValueError('default_key_namespaces is ["*"] (every namespace) or a list of names, not both')
+        return self
 
 
 class LeaderElectionSettings(BaseModel):
@@ -66,6 +78,11 @@ class Settings(BaseSettings):
         env_prefix="AIGW_", env_nested_delimiter="__", extra="ignore", env_parse_none_str="null"
     )
 
+    operator_namespace: str | None = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE") or None,
+        description="The namespace the operator runs in ($POD_NAMESPACE from the downward API): the one "
+        "namespace allowed to use the default API keys unless an upstream's default_key_namespaces says more.",
+    )
     kube_api_url: str | None = Field(
         default=None,
         description="Talk to this Kubernetes API URL without credentials (the local emulator). "

@@ -23,7 +23,7 @@ from aigw_operator.engine.contract import Adapter, DesiredT, KubeView, ObservedT
 from aigw_operator.engine.ownership import Claimant, Ownership
 from aigw_operator.engine.reporting import Report, Reporter
 from aigw_operator.engine.resource import KubeWriter, ObjectState, Outcome, Resource
-from aigw_operator.kube.credentials import Credentials, CredentialsMissing, SecretValue
+from aigw_operator.kube.credentials import Credentials, CredentialsMissing, CredentialsNotPermitted, SecretValue
 
 logger = logging.getLogger("aigw_operator.reconcile")
 
@@ -68,6 +68,10 @@ class Context(Generic[SpecT, DesiredT, ObservedT]):
     async def api_key(self, resource: Resource, ref: SecretKeyRef | None) -> str:
         try:
             return await self.credentials.api_key(self.adapter.upstream, resource.ref.namespace, ref)
+        except CredentialsNotPermitted:
+            # A key is configured but not for this namespace: calling without one would spend
+            # the upstream's anonymous quota on the resource's behalf all the same.
+            raise
         except CredentialsMissing:
             if ref is None and self.adapter.traits.credentials_optional:
                 return ""

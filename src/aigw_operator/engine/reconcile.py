@@ -32,7 +32,7 @@ from aigw_operator.engine.ownership import Claimant
 from aigw_operator.engine.reporting import Report, Reporter
 from aigw_operator.engine.resource import KubeWriter, ObjectState, Outcome, Resource, unix_time
 from aigw_operator.engine.shortcut import ListingShortcut
-from aigw_operator.kube.credentials import Credentials, CredentialsMissing
+from aigw_operator.kube.credentials import Credentials, CredentialsMissing, CredentialsNotPermitted
 from aigw_operator.kube.secret_protection import SecretProtection
 from aigw_operator.upstreams.http import (
     AccessDenied,
@@ -149,8 +149,12 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             if self.adapter.dependents is not None:
                 report.extra_status.update(await self.adapter.dependents.settle(api_key, desired, observed))
         except CredentialsMissing as exc:
-            report.fail("CredentialsMissing", str(exc), set_ready=True)
+            report.fail(exc.reason, str(exc), set_ready=True)
             await context.finish(resource, state, report, observed, warning=True)
+            if isinstance(exc, CredentialsNotPermitted):
+                # Only a spec change (a key of its own) or the operator's settings (a restart)
+                # can change the answer: look again at the resync, not every few seconds.
+                return Outcome(context.resync_delay(resource))
             return Outcome(self.settings.credentials_retry_interval)
         except UpstreamError as exc:
             return await self._upstream_error(resource, state, report, exc, observed, ref)

@@ -21,6 +21,14 @@ class SecretReader(Protocol):
 class CredentialsMissing(Exception):
     """The Secret, or the key in it, is not there (yet)."""
 
+    reason = "CredentialsMissing"
+
+
+class CredentialsNotPermitted(CredentialsMissing):
+    """The resource names no key of its own, and its namespace may not spend the operator's."""
+
+    reason = "CredentialsNotPermitted"
+
 
 class SecretValue(NamedTuple):
     value: str
@@ -36,15 +44,24 @@ class Credentials:
     """Resolves the API key a resource should use for its upstream.
 
     A resource's own ``credentialsSecretRef`` wins; otherwise the operator's default key
-    for that upstream. Values are cached for ``ttl`` seconds so that a resync of many
+    for that upstream, if the resource's namespace may spend it (``scopes``, per upstream). Values
+    are cached for ``ttl`` seconds so that a resync of many
     resources does not read the same Secret many times, and so that a rotated key is
     picked up within ``ttl`` without a restart. ``invalidate`` drops a cached value at once
     (after the upstream refused it).
     """
 
-    def __init__(self, reader: SecretReader, defaults: Mapping[str, SecretStr | None], ttl: float) -> None:
+    def __init__(
+        self,
+        reader: SecretReader,
+        defaults: Mapping[str, SecretStr | None],
+        ttl: float,
+        *,
+        scopes: Mapping[str, KeyScope],
+    ) -> None:
         self._reader = reader
         self._defaults = dict(defaults)
+        self._scopes = dict(scopes)
         self._ttl = ttl
         self._cache: dict[tuple[str, str, str], tuple[float, SecretValue]] = {}
 
@@ -54,6 +71,15 @@ class Credentials:
             if default is None or not default.get_secret_value():
                 raise CredentialsMissing(
                     f"no spec.credentialsSecretRef and no default {upstream} API key is configured in the operator"
+                )
+            scope = self._scopes.get(upstream)
+            if scope is None or not scope.allows(namespace):
+                setting = scope.setting.upper() if scope else upstream.upper()
+                raise CredentialsNotPermitted(
+                    f"namespace {namespace} may not use the operator's default {upstream} API key: set "
+                    f"spec.credentialsSecretRef to a Secret in {namespace}, or have the platform team add "
+                    f"{namespace} to AIGW_{setting}__DEFAULT_KEY_NAMESPACES (the chart's "
+                    "upstreams.<name>.apiKey.namespaces)"
                 )
             value = default.get_secret_value()
             register_secret(value)
@@ -96,3 +122,25 @@ class Credentials:
             raise CredentialsMissing(f"Secret {namespace}/{ref.name} key {ref.key!r} is empty")
         register_secret(value)
         return SecretValue(value, str((secret.get("metadata") or {}).get("resourceVersion") or ""))
+
+
+class KeyScope(NamedTuple):
+    """Who may spend one upstream's default key."""
+
+    # The upstream's settings name: AIGW_<SETTING>__DEFAULT_KEY_NAMESPACES.
+    setting: str
+    # The namespaces allowed; None: every one.
+    namespaces: frozenset[str] | None
+
+    @classmethod
+    def of(cls, setting: str, namespaces: list[str] | None, operator_namespace: str | None) -> KeyScope:
+        """The listed namespaces, every one (``["*"]``), or, unset, only the operator's own (none
+        at all when that is unknown: outside a pod, set AIGW_OPERATOR_NAMESPACE)."""
+        if namespaces is None:
+            return cls(setting, frozenset([operator_namespace] if operator_namespace else []))
+        if namespaces == ["*"]:
+            return cls(setting, None)
+        return cls(setting, frozenset(namespaces))
+
+    def allows(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces

@@ -28,7 +28,7 @@ from aigw_operator.engine.reconcile import Reconciler
 from aigw_operator.engine.resource import ObjectState, Resource
 from aigw_operator.engine.workqueue import WorkQueue
 from aigw_operator.kube.client import Connection, KubeClient, ObjectRef
-from aigw_operator.kube.credentials import Credentials
+from aigw_operator.kube.credentials import Credentials, KeyScope
 from aigw_operator.kube.secret_protection import SecretProtection
 from aigw_operator.registry import KINDS, Kind
 from aigw_operator.upstreams.http import UpstreamClient
@@ -125,6 +125,12 @@ class Controller:
                 for kind, adapter in zip(KINDS, adapters, strict=True)
             },
             ttl=settings.credentials_cache_ttl,
+            scopes={
+                adapter.upstream: KeyScope.of(
+                    kind.upstream, settings.upstream(kind.upstream).default_key_namespaces, settings.operator_namespace
+                )
+                for kind, adapter in zip(KINDS, adapters, strict=True)
+            },
         )
         self.protection = SecretProtection(self.kube)
         self.reconcilers: list[Reconciler[Any, Any, Any]] = [
