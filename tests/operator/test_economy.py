@@ -38,8 +38,11 @@ class Kind:
     spec: Callable[[int], dict[str, Any]]
     sim: str
     change: dict[str, Any]  # one spec change, applied in place upstream
-    # A create: the finalizer, the status, the Created Event (+ extras below).
-    k8s_writes: int = 3
+    # A create: the finalizer, the create-pending mark before the POST (on the resourceVersion
+    # read: the proof that an object found after a lost answer is this resource's, and the fence
+    # between two processes), the status, the Created Event, and one metadata write that clears
+    # the mark and records the id in aigw.dev/external-id (+ extras below).
+    k8s_writes: int = 5
     # A create: the listing searched for the natural key (one listing serves the creates of a
     # burst, so later ones often cost the POST alone), the POST.
     upstream_calls: int = 2
@@ -78,9 +81,8 @@ KINDS = [
         {"summary": "changed summary"},
         once=1,
     ),
-    # Together: two more writes, the create-pending mark that must precede a POST no upstream
-    # key deduplicates and its removal once the id is in the status (a stale mark would let a
-    # later search adopt a same-named endpoint); and status writes while the endpoint starts.
+    # Together: one more write, a status write while the endpoint starts (the mark and its
+    # removal with the id are every kind's now).
     # Upstream: no search (no unique key; only a create-pending mark makes it look), the POST
     # and the GETs that follow the start-up: at most 2 for the simulator's 0.5 s start-up polled
     # every short_poll_interval (0.5 s). The hardware check for the model is made once, shared

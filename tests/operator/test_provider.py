@@ -119,7 +119,32 @@ async def test_empty_models_clears_and_absent_models_leaves_alone(
     assert obj["status"].get("models", []) == []
 
 
-async def test_adopts_provider_with_same_provider_id(
+async def test_a_provider_with_the_same_provider_id_made_by_hand_is_not_taken_over(
+    kube_env: KubeEnv, ngrok: NgrokSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    """Nothing shows this resource made it: AlreadyExists naming it, and not one write to it."""
+    async with ngrok_client(ngrok) as http:
+        response = await http.post(
+            PROVIDERS, json={"providerId": "internal-vllm", "name": "by hand", "baseUrl": "http://vllm.internal"}
+        )
+        assert response.status_code == 201
+    by_hand = only(ngrok)["id"]
+    ngrok.reset_counts()
+    await kube_env.kube.create(KIND, PLURAL, "vllm", spec())
+    obj = await kube_env.kube.wait_condition(PLURAL, "vllm", "Ready", "False", reason="AlreadyExists")
+    message = condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert by_hand in message and f"aigw.dev/external-id={by_hand}" in message
+    await asyncio.sleep(0.5)
+    assert [r.method for r in ngrok.requests if r.method != "GET"] == []
+    assert only(ngrok)["name"] == "by hand"
+    assert not obj["status"].get("id")
+    # Deleting the resource leaves the provider it never managed.
+    await kube_env.kube.delete(PLURAL, "vllm")
+    await kube_env.kube.wait_gone(PLURAL, "vllm")
+    assert only(ngrok)["id"] == by_hand
+
+
+async def test_a_provider_named_by_external_id_is_adopted_and_kept_on_delete(
     kube_env: KubeEnv, ngrok: NgrokSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
     async with ngrok_client(ngrok) as http:
@@ -127,12 +152,18 @@ async def test_adopts_provider_with_same_provider_id(
             PROVIDERS, json={"providerId": "internal-vllm", "name": "by hand", "baseUrl": "http://vllm.internal"}
         )
         assert response.status_code == 201
+    by_hand = only(ngrok)["id"]
     ngrok.reset_counts()
-    obj = await create_ready(kube_env)
-    assert obj["status"]["id"] == only(ngrok)["id"]
+    await kube_env.kube.create(KIND, PLURAL, "vllm", spec(), annotations={"aigw.dev/external-id": by_hand})
+    obj = await kube_env.kube.wait_condition(PLURAL, "vllm", "Ready", "True")
+    assert obj["status"]["id"] == by_hand and obj["status"]["adopted"] is True
     assert ngrok.count("POST", PROVIDERS) == 0
-    assert only(ngrok)["name"] == "vLLM"
+    assert only(ngrok)["name"] == "vLLM"  # managed from here on
     assert "Adopted" in [e["reason"] for e in await kube_env.kube.events("vllm")]
+    # Adopted, and no deletionPolicy set: the provider outlives the resource.
+    await kube_env.kube.delete(PLURAL, "vllm")
+    await kube_env.kube.wait_gone(PLURAL, "vllm")
+    assert only(ngrok)["id"] == by_hand
 
 
 async def test_second_resource_with_same_provider_id_is_refused(

@@ -85,6 +85,11 @@ class CommonStatus(CamelModel):
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation the operator last reconciled."
     )
+    adopted: bool | None = Field(
+        default=None,
+        description="The upstream object was named by aigw.dev/external-id, not created by this resource: "
+        "deleting the resource leaves it in place unless spec.deletionPolicy is Delete.",
+    )
     conditions: list[ConditionModel] = Field(
         default_factory=list,
         description="Ready: the upstream object exists and serves the spec. "

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, cast
+from typing import Any, Generic, Literal, cast
 
 from aigw_operator.base.api import RESYNC_ANNOTATION, SecretKeyRef
 from aigw_operator.base.settings import Settings
@@ -143,3 +144,11 @@ class Context(Generic[SpecT, DesiredT, ObservedT]):
 
 def claimant_of(resource: Resource) -> Claimant:
     return Claimant(resource.created or 0.0, resource.ref.uid, f"{resource.ref.namespace}/{resource.ref.name}")
+
+
+def deletion_policy(declared: Literal["Delete", "Orphan"] | None, status: Mapping[str, Any]) -> str:
+    """What deleting the resource does to its upstream object: what the spec says, or, unset,
+    Delete for an object this resource created and Orphan for one it adopted on request."""
+    if declared is not None:
+        return declared
+    return "Orphan" if status.get("adopted") else "Delete"

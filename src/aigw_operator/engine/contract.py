@@ -35,8 +35,9 @@ class ManagedSpec(Protocol):
 
     @property
     def credentials_secret_ref(self) -> SecretKeyRef | None: ...
+    # None: Delete for an object the operator created, Orphan for one it adopted on request.
     @property
-    def deletion_policy(self) -> Literal["Delete", "Orphan"]: ...
+    def deletion_policy(self) -> Literal["Delete", "Orphan"] | None: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class UniqueKey(Protocol[DesiredT_contra, ObservedT_contra]):
 
     def unique_key(self, desired: DesiredT_contra) -> str: ...
     def item_key(self, item: ObservedT_contra) -> str: ...
+    # When the upstream created the object (Unix time), None if it does not say: how a lost
+    # create is told from an object someone else made under the same key.
+    def item_created(self, item: ObservedT_contra) -> float | None: ...
 
 
 class Search(Protocol[DesiredT_contra, ObservedT_co]):

@@ -1,21 +1,28 @@
-"""The create path every create takes, and its guard for upstreams without idempotency keys: a
-create whose answer was lost may still be carried out, and sending another would make a second
-object.
+"""The create path every create takes, and what it may adopt.
 
-So a create is never sent while an earlier one may still land (for ``create_settle_seconds``);
-a lost create is looked for, by the upstream's unique key in a fresh listing or, without one,
-by a search from the time of the create-pending mark; and what is found is adopted, unless
-another resource manages it (also the rule for a rename onto another's unique key). For kinds
-whose duplicates cost money the mark is written to Kubernetes before every POST, on the
-resourceVersion read, so that of two processes only one gets to send it.
+A create whose answer was lost may still be carried out, and sending another would make a second
+object. So before every POST the create-pending mark is written to Kubernetes, on the
+resourceVersion read (of two processes reconciling one resource only one gets to send it); a
+create is never sent while an earlier one may still land (kinds whose duplicates cost money wait
+``create_settle_seconds``); and a lost create is looked for, by the upstream's unique key in a
+fresh listing or, without one, by a search from the time of the mark.
+
+What is found is adopted only with proof that this resource created it: the mark, and an upstream
+creation time no earlier than the mark (or the id in the status). An object someone else made
+under the same key is ``AlreadyExists`` and never written to; a user who wants it managed says
+so with ``aigw.dev/external-id``. Nothing is adopted that another resource manages (also the rule
+for a rename onto another's unique key). After a create or an adoption the object's id is written
+to ``aigw.dev/external-id``, in the same write that clears the mark, so a rebuild from Git or a
+restore without status finds it again instead of creating another.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Generic
+from typing import Any, Generic, NoReturn
 
+from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION
 from aigw_operator.engine.context import Context, Halt, claimant_of
 from aigw_operator.engine.contract import DesiredT, ObservedT
 from aigw_operator.engine.reporting import Report
@@ -26,8 +33,19 @@ from aigw_operator.upstreams.http import Conflict, InvalidSpec, Unavailable, Ups
 
 logger = logging.getLogger("aigw_operator.reconcile")
 
-# When an adapter's create is costly to duplicate, the time a create was last attempted.
+# The time a create was last attempted, written before the POST.
 CREATE_PENDING_ANNOTATION = "aigw.dev/create-pending"
+# How much earlier than the mark an upstream may date an object the mark's create made: the two
+# clocks (ours, the upstream's) disagree by this much at most.
+CLOCK_SKEW_SECONDS = 300.0
+
+
+class NotOurs(Exception):
+    """An upstream object holds the resource's unique key, and nothing shows this resource made it."""
+
+    def __init__(self, found: Any) -> None:
+        super().__init__()
+        self.found = found
 
 
 class Creator(Generic[DesiredT, ObservedT]):
@@ -45,8 +63,6 @@ class Creator(Generic[DesiredT, ObservedT]):
         for kinds whose duplicates cost money, behind a mark written to Kubernetes first."""
         settings = self.context.settings
         wait = self._unsettled(resource, state)
-        if not self.adapter.traits.create_guard and not wait:
-            return await self._create(api_key, resource, desired, state, report)
         if wait:
             report.fail(
                 "CreatePending",
@@ -72,6 +88,7 @@ class Creator(Generic[DesiredT, ObservedT]):
             logger.info("%s %s/%s changed before its create: reading it again", *who)
             raise Halt(Outcome(settings.short_poll_interval)) from None
         state.wrote(version)
+        state.create_marked_at = float(marker)
         report.marked = True
         try:
             observed = await self._create(api_key, resource, desired, state, report)
@@ -85,10 +102,39 @@ class Creator(Generic[DesiredT, ObservedT]):
         state.create_answered = marker
         return observed
 
-    async def clear_mark(self, resource: Resource, state: ObjectState, report: Report) -> None:
+    async def record_identity(self, resource: Resource, state: ObjectState, report: Report, upstream_id: str) -> None:
+        """The object's id into ``aigw.dev/external-id`` and the mark away, in one write, only
+        when either differs: the id is in the status too, and a later search must never adopt
+        by an old mark."""
+        changes: dict[str, str | None] = {}
         if report.marked:
-            # The id is in the status now: a later search must never adopt by this old mark.
+            changes[CREATE_PENDING_ANNOTATION] = None
+        if resource.annotations.get(EXTERNAL_ID_ANNOTATION) != upstream_id:
+            changes[EXTERNAL_ID_ANNOTATION] = upstream_id
+        if changes:
+            state.wrote(await self.context.kube.patch_annotations(resource.ref, changes))
+
+    async def not_ours(self, resource: Resource, state: ObjectState, report: Report, found: ObservedT) -> NoReturn:
+        """Report an object someone else made under this resource's unique key; touch nothing."""
+        holder = self.context.ownership.holder(self.adapter.upstream_id(found), claimant_of(resource), named=False)
+        if holder is not None:
+            why = f"{self.context.describe(found)} is managed by {self.adapter.info.kind} {holder.name}"
+            await self.already_managed(resource, state, report, why)
+        if report.marked:
+            # The create this mark announced was answered (refused): a later object under the
+            # key must not pass for it.
             state.wrote(await self.context.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: None}))
+            report.marked = False
+        report.fail(
+            "AlreadyExists",
+            f"{self.context.describe(found)} already exists upstream under this resource's unique key, and "
+            "nothing shows this resource created it; it is left untouched. To manage it from here, annotate "
+            f"the resource with {EXTERNAL_ID_ANNOTATION}={self.adapter.upstream_id(found)}; otherwise choose "
+            "another key",
+            set_ready=True,
+        )
+        await self.context.finish(resource, state, report, None, warning=True)
+        raise Halt(Outcome(self.context.resync_delay(resource)))
 
     async def _create(
         self, api_key: str, resource: Resource, desired: DesiredT, state: ObjectState, report: Report
@@ -138,11 +184,21 @@ class Creator(Generic[DesiredT, ObservedT]):
     async def find(
         self, api_key: str, resource: Resource, desired: DesiredT, state: ObjectState, *, fresh: bool = False
     ) -> ObservedT | None:
-        """The object of a create whose outcome is unknown, if it exists."""
+        """The object of a create whose outcome is unknown, if it exists; :class:`NotOurs` when an
+        object holds the unique key but nothing shows this resource created it."""
         unique = self.adapter.unique
         if unique is not None:
             # Only a listing begun after our last create attempt can prove that attempt failed.
-            return await self.shortcut.find(api_key, desired, unique, fresh=fresh, started_after=state.create_attempted)
+            found = await self.shortcut.find(
+                api_key, desired, unique, fresh=fresh, started_after=state.create_attempted
+            )
+            if found is None or self.adapter.upstream_id(found) == resource.status.get("id"):
+                return found
+            marks = [m for m in (_marker_time(resource), state.create_marked_at) if m is not None]
+            sent, created = (min(marks) if marks else None), unique.item_created(found)
+            if sent is not None and created is not None and created >= sent - CLOCK_SKEW_SECONDS:
+                return found
+            raise NotOurs(found)
         since = _marker_time(resource)
         if self.adapter.search is not None and since is not None:
             # Without a unique key, only a create we may have sent is looked for, never adopted by name.
@@ -158,7 +214,7 @@ class Creator(Generic[DesiredT, ObservedT]):
         unique = self.adapter.unique
         if unique is None or unique.unique_key(desired) == unique.item_key(observed):
             return None
-        taken = await self.find(api_key, resource, desired, state, fresh=True)
+        taken = await self.shortcut.find(api_key, desired, unique, fresh=True, started_after=state.create_attempted)
         if taken is None or self.adapter.upstream_id(taken) == self.adapter.upstream_id(observed):
             return None
         holder = self.context.ownership.holder(self.adapter.upstream_id(taken), claimant_of(resource), named=False)

@@ -15,9 +15,9 @@ import pydantic
 
 from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION
 from aigw_operator.base.redaction import redact
-from aigw_operator.engine.context import Context
+from aigw_operator.engine.context import Context, deletion_policy
 from aigw_operator.engine.contract import DesiredT, ObservedT, SpecT
-from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator
+from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator, NotOurs
 from aigw_operator.engine.reporting import Report
 from aigw_operator.engine.resource import ObjectState, Outcome, Resource
 from aigw_operator.engine.shortcut import ListingShortcut
@@ -50,8 +50,9 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
         context = self.context
         report = Report(resource)
         post = context.reporter.post
-        if resource.spec.get("deletionPolicy", "Delete") == "Orphan":
-            await post(resource, state, "Normal", "Orphaned", "left the upstream object in place")
+        if deletion_policy(resource.spec.get("deletionPolicy"), resource.status) == "Orphan":
+            why = "" if resource.spec.get("deletionPolicy") else " (adopted: deleted only with deletionPolicy: Delete)"
+            await post(resource, state, "Normal", "Orphaned", f"left the upstream object in place{why}")
             context.release(resource)
             return Outcome(None)
         try:
@@ -69,6 +70,12 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
                 # A create may have succeeded without its id reaching the status.
                 try:
                     found = await self.creator.find(api_key, resource, desired, state, fresh=True)
+                except NotOurs as exc:
+                    # The key's object is someone else's: never delete it from here.
+                    message = f"{context.describe(exc.found)} holds this resource's key but was not created by it"
+                    await post(resource, state, "Normal", "NothingToDelete", f"{message}; left in place")
+                    context.release(resource)
+                    return Outcome(None)
                 except (InvalidSpec, AccessDenied) as exc:
                     # The upstream refuses even to look (an unknown tenant, a key without access):
                     # nothing can have been created there by this spec with this key.

@@ -24,9 +24,9 @@ from aigw_operator.base.redaction import redact
 from aigw_operator.base.settings import Settings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.conditions import Condition
-from aigw_operator.engine.context import Context, Halt
+from aigw_operator.engine.context import Context, Halt, deletion_policy
 from aigw_operator.engine.contract import Adapter, DesiredT, ObservedT, Replace, ReplaceInstead, SpecT, check
-from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator
+from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator, NotOurs
 from aigw_operator.engine.deleting import Deleter
 from aigw_operator.engine.ownership import Claimant
 from aigw_operator.engine.reporting import Report, Reporter
@@ -123,8 +123,11 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
                 context.claim(resource, str(resource.status["id"]))
                 context.reporter.record(resource, report, list(resource.status.get("conditions") or ()))
                 return Outcome(context.resync_delay(resource))
-            observed, gone = await self._observe(api_key, resource, desired, state, report, listed=listed)
-            if gone and spec.deletion_policy == "Orphan":
+            try:
+                observed, gone = await self._observe(api_key, resource, desired, state, report, listed=listed)
+            except NotOurs as exc:
+                await self.creator.not_ours(resource, state, report, exc.found)
+            if gone and deletion_policy(spec.deletion_policy, resource.status) == "Orphan":
                 report.fail(
                     "UpstreamDeleted",
                     f"{self.info.kind} {resource.status.get('id')} was deleted outside Kubernetes; "
@@ -139,7 +142,10 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
                     resource, state, report, f"{context.describe(observed)} is managed by {self.info.kind} {other}"
                 )
             if observed is None:
-                observed = await self.creator.create(api_key, resource, desired, state, report)
+                try:
+                    observed = await self.creator.create(api_key, resource, desired, state, report)
+                except NotOurs as exc:
+                    await self.creator.not_ours(resource, state, report, exc.found)
                 if not report.adopted:
                     report.event("Normal", "Created", f"created {context.describe(observed)}")
                 if gone:
@@ -175,7 +181,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
                 )
             )
         await context.finish(resource, state, report, observed)
-        await self.creator.clear_mark(resource, state, report)
+        await self.creator.record_identity(resource, state, report, self.adapter.upstream_id(observed))
         if readiness.progressing:
             return Outcome(self.settings.short_poll_interval)
         return Outcome(context.resync_delay(resource))
@@ -193,13 +199,17 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         """The upstream object and whether a previously known one has disappeared."""
         known_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
         gone = False
-        if known_id and listed is not None:
-            state.observed_at = time.monotonic()
-            return listed, False
         if known_id:
             try:
-                observed = await self.adapter.get(api_key, desired, str(known_id))
+                observed = listed if listed is not None else await self.adapter.get(api_key, desired, str(known_id))
                 state.observed_at = time.monotonic()
+                if resource.status.get("adopted") or not resource.status.get("id"):
+                    # Named by the user, not created here: deleted only with deletionPolicy: Delete.
+                    report.extra_status["adopted"] = True
+                    if not resource.status.get("id"):
+                        report.adopted = True
+                        message = f"adopted {self.context.describe(observed)}, named by {EXTERNAL_ID_ANNOTATION}"
+                        report.event("Normal", "Adopted", message)
                 return observed, False
             except NotFound:
                 if not resource.status.get("id"):

@@ -68,6 +68,9 @@ class ObjectState:
     observed_at: float = field(default_factory=time.monotonic)
     # The create-pending mark of a create that was answered: its outcome is known.
     create_answered: str | None = None
+    # The create-pending mark this process last wrote (Unix time): the resource read before the
+    # write does not show it yet.
+    create_marked_at: float | None = None
     # Monotonic time of a create whose outcome is unknown (no answer: a timeout, a dropped
     # connection). A slow upstream may still be carrying it out, so a listing made meanwhile
     # cannot show its object; in memory only, for kinds whose duplicates the upstream refuses.

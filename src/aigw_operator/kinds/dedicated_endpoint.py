@@ -89,8 +89,10 @@ class DedicatedEndpointSpec(CamelModel):
     credentials_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a Together API key. Unset: the operator's default key."
     )
-    deletion_policy: DeletionPolicy = Field(
-        default="Delete", description="Delete: delete the Together endpoint with this resource. Orphan: leave it."
+    deletion_policy: DeletionPolicy | None = Field(
+        default=None,
+        description="Delete: delete the Together endpoint with this resource. Orphan: leave it."
+        " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
 
 

@@ -24,6 +24,7 @@ from aigw_operator.base.api import (
 )
 from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, ReplaceInstead
 from aigw_operator.engine.listings import Listings
+from aigw_operator.engine.resource import unix_time
 from aigw_operator.upstreams.baseten import BasetenClient, Endpoint, Target
 from aigw_operator.upstreams.http import InvalidSpec, NotFound, credential_fingerprint
 
@@ -127,9 +128,10 @@ class GatewayEndpointSpec(CamelModel):
         description="Secret key holding a Baseten workspace API key with management scope. "
         "Unset: the operator's default Baseten key.",
     )
-    deletion_policy: DeletionPolicy = Field(
-        default="Delete",
-        description="Delete: delete the Baseten endpoint with this resource. Orphan: leave it in Baseten.",
+    deletion_policy: DeletionPolicy | None = Field(
+        default=None,
+        description="Delete: delete the Baseten endpoint with this resource. Orphan: leave it in Baseten."
+        " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
 
 
@@ -319,6 +321,9 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
 
     def item_key(self, item: Endpoint) -> str:
         return item.slug
+
+    def item_created(self, item: Endpoint) -> float | None:
+        return unix_time(item.created_at)
 
     async def create(self, api_key: str, spec: DesiredGatewayEndpoint) -> Endpoint:
         return await self.client.create(api_key, spec.payload())

@@ -20,6 +20,7 @@ from aigw_operator.base.api import (
     validations,
 )
 from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
+from aigw_operator.engine.resource import unix_time
 from aigw_operator.upstreams.http import InvalidSpec, NotFound
 from aigw_operator.upstreams.model_registry import ModelRegistryClient, RegistryModel
 
@@ -94,8 +95,10 @@ class ModelSpec(CamelModel):
         description="Secret key holding the registry's admin API key. Unset: the operator's default key "
         "(or no key, for a registry without authentication).",
     )
-    deletion_policy: DeletionPolicy = Field(
-        default="Delete", description="Delete: delete the model with this resource. Orphan: leave it."
+    deletion_policy: DeletionPolicy | None = Field(
+        default=None,
+        description="Delete: delete the model with this resource. Orphan: leave it."
+        " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
 
 
@@ -215,6 +218,9 @@ class ModelAdapter(Adapter[ModelSpec, DesiredModel, RegistryModel]):
 
     def item_key(self, item: RegistryModel) -> str:
         return item.name
+
+    def item_created(self, item: RegistryModel) -> float | None:
+        return unix_time(item.created_at)
 
     async def create(self, api_key: str, spec: DesiredModel) -> RegistryModel:
         # The registry stores any configuration it is given; check it against the dtype's schema first.

@@ -23,6 +23,7 @@ from aigw_operator.base.api import (
     validations,
 )
 from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness
+from aigw_operator.engine.resource import unix_time
 from aigw_operator.kube.credentials import SecretValue
 from aigw_operator.upstreams.http import NotFound
 from aigw_operator.upstreams.ngrok import NgrokClient, Provider, ProviderKey
@@ -117,9 +118,10 @@ class ProviderSpec(CamelModel):
         default=None,
         description="Secret key holding an ngrok API key. Unset: the operator's default ngrok key.",
     )
-    deletion_policy: DeletionPolicy = Field(
-        default="Delete",
-        description="Delete: delete the ngrok provider with this resource. Orphan: leave it in ngrok.",
+    deletion_policy: DeletionPolicy | None = Field(
+        default=None,
+        description="Delete: delete the ngrok provider with this resource. Orphan: leave it in ngrok."
+        " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
 
     def payload(self) -> dict[str, Any]:
@@ -256,6 +258,9 @@ class ProviderAdapter(Adapter[ProviderSpec, DesiredProvider, Provider]):
 
     def item_key(self, item: Provider) -> str:
         return item.provider_id
+
+    def item_created(self, item: Provider) -> float | None:
+        return unix_time(item.created_at)
 
     async def create(self, api_key: str, desired: DesiredProvider) -> Provider:
         return await self.client.create(api_key, desired.spec.payload())

@@ -221,9 +221,11 @@ class Controller:
             self.forget(uid)
             return
         annotations = meta.get("annotations") or {}
+        external_id = annotations.get(EXTERNAL_ID_ANNOTATION)
         trigger = (
             meta.get("generation"),
-            annotations.get(EXTERNAL_ID_ANNOTATION),
+            # A user naming an object acts; the operator recording the id it has does not.
+            None if external_id == (body.get("status") or {}).get("id") else external_id,
             annotations.get(RESYNC_ANNOTATION),
             FINALIZER in (meta.get("finalizers") or ()),
             bool(meta.get("deletionTimestamp")),
