@@ -10,7 +10,7 @@ variables, as in production. Every figure is measured: timestamps are taken in-p
 emulator commits an object (creation, and the first write that makes Ready=True), Kubernetes
 writes come from the emulator's request counters and its commit log, upstream calls from the
 simulators' request records (bodies included), resyncs from the operator's own
-``aigw_reconcile_total`` metric, RSS and CPU from ``/proc/<pid>``. See benchmarks/README.md.
+``controller_runtime_reconcile_total`` metric, RSS and CPU from ``/proc/<pid>``. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -262,7 +262,11 @@ def proc_sample(pid: int) -> ProcSample:
     return ProcSample(fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0), cpu)
 
 
-_METRIC_LINE = re.compile(r'^(aigw_reconcile_total|aigw_reconcile_duration_seconds_sum)\{kind="([^"]+)"[^}]*\} (\S+)$')
+# Per controller (the kind's lowercase name, as controller-runtime names it).
+_METRIC_LINE = re.compile(
+    r"^(controller_runtime_reconcile_total|controller_runtime_reconcile_time_seconds_sum)"
+    r'\{controller="([^"]+)"[^}]*\} (\S+)$'
+)
 
 
 @dataclass(frozen=True)
@@ -317,7 +321,7 @@ class OperatorProcess:
         for line in text.splitlines():
             match = _METRIC_LINE.match(line)
             if match:
-                target = count if match[1] == "aigw_reconcile_total" else seconds
+                target = count if match[1] == "controller_runtime_reconcile_total" else seconds
                 target[match[2]] = target.get(match[2], 0.0) + float(match[3])
         return Reconciles(count, seconds)
 
@@ -405,8 +409,8 @@ class Delta:
         if first is None or last is None:
             return None
         return (
-            last.count.get(kind, 0.0) - first.count.get(kind, 0.0),
-            last.seconds.get(kind, 0.0) - first.seconds.get(kind, 0.0),
+            last.count.get(kind.lower(), 0.0) - first.count.get(kind.lower(), 0.0),
+            last.seconds.get(kind.lower(), 0.0) - first.seconds.get(kind.lower(), 0.0),
         )
 
     def cost(self, kind: str) -> PhaseCost:
@@ -724,7 +728,9 @@ class Harness:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             now = await operator.reconciles(self._session())
-            if now is None or all(now.count.get(k, 0.0) - since.count.get(k, 0.0) >= g for k, g in goals.items()):
+            if now is None or all(
+                now.count.get(k.lower(), 0.0) - since.count.get(k.lower(), 0.0) >= g for k, g in goals.items()
+            ):
                 return
             operator.check()
             await asyncio.sleep(0.2)

@@ -19,10 +19,13 @@ import pytest
 import yaml
 
 from aigw_operator.crds import all_kinds
+from tests.alerts import rules as alert_rules
+from tests.alerts import selected
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "aigw-operator"
 CRDS = REPO / "deploy" / "crds"
+MONITORING = REPO / "deploy" / "monitoring"
 RELEASE = "aigw"
 NAMESPACE = "aigw-system"
 KUBE_VERSIONS = ["1.29.0", "1.33.0"]
@@ -95,6 +98,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     },
     "metrics-port-and-monitor": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True}}},
+    "monitoring": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+            "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Operators"}},
+        }
+    },
     "metrics-service-off": {"metrics": {"enabled": False}},
     "paused-no-rbac": {"replicaCount": 0, "rbac": {"create": False}, "serviceAccount": {"create": False}},
     "single-without-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
@@ -273,6 +283,72 @@ def test_metrics_port_service_and_service_monitor(chart: helm.Chart, monkeypatch
     assert env(objects)["AIGW_METRICS_PORT"] == "9090"
     assert "metrics" in {p["name"] for p in container(objects)["ports"]}
     assert of_kind(objects, "Service") == [] and of_kind(objects, "ServiceMonitor") == []
+
+
+def test_alerts_and_dashboard_are_off_by_default(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    assert of_kind(objects, "PrometheusRule") == []
+    assert of_kind(objects, "ConfigMap") == []
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]
+    assert defaults["prometheusRule"]["enabled"] is False and defaults["dashboards"]["enabled"] is False
+
+
+def test_one_copy_of_the_monitoring_files_deploy_monitoring_is_the_charts() -> None:
+    """The chart ships the alerts and the dashboard from its files/monitoring; deploy/monitoring
+    (for kubectl and Grafana's import) links there, as deploy/crds does: no second copy to drift."""
+    assert MONITORING.is_symlink()
+    assert MONITORING.resolve() == (CHART / "files" / "monitoring").resolve()
+    assert sorted(p.name for p in MONITORING.iterdir()) == ["grafana-dashboard.json", "prometheusrule.yaml"]
+
+
+def test_prometheus_rule_is_the_monitoring_file(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["monitoring"])
+    rule = one(objects, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == "aigw-aigw-operator"
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    assert rule["spec"] == yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())["spec"]
+    # Prometheus' own templates reach it untouched by Helm's.
+    [not_ready] = [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "AigwResourceNotReady"]
+    assert "{{ $labels.gvk }}" in not_ready["annotations"]["summary"]
+
+
+@pytest.mark.parametrize("name_override", ["", "gateway-operator"])
+def test_operator_down_alert_selects_the_job_the_service_monitor_gives(chart: helm.Chart, name_override: str) -> None:
+    """The Prometheus Operator names the job after the Service label the ServiceMonitor's jobLabel
+    names: the alert's `up` selector picks that job, whatever the release or nameOverride."""
+    values = copy.deepcopy(VALUE_SETS["monitoring"])
+    values["nameOverride"] = name_override
+    objects = render(chart, values)
+    monitor = one(objects, "ServiceMonitor")
+    service = one(objects, "Service")
+    job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    assert job == (name_override or "aigw-operator")
+    rule = one(objects, "PrometheusRule")
+    [down] = [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "AigwOperatorDown"]
+    up = {"job": job, "namespace": NAMESPACE, "service": service["metadata"]["name"]}
+    assert selected(down["expr"], "up", [up, {**up, "job": "other"}]) == [up]
+    # The file itself, as kubectl applies it, selects the default job.
+    assert selected(alert_rules()["AigwOperatorDown"]["expr"], "up", [{"job": "aigw-operator"}]) != []
+
+
+def test_dashboard_config_map_for_the_grafana_sidecar(chart: helm.Chart) -> None:
+    objects = render(chart, VALUE_SETS["monitoring"])
+    config_map = one(objects, "ConfigMap")
+    assert config_map["metadata"]["name"] == "aigw-aigw-operator-dashboard"
+    assert config_map["metadata"]["namespace"] == NAMESPACE
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Operators"}
+    [(key, text)] = config_map["data"].items()
+    assert key.endswith(".json")
+    assert json.loads(text) == json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    # The sidecar's label and where it looks are the sidecar's settings: configurable.
+    values = {"metrics": {"dashboards": {"enabled": True, "label": "example.com/dashboard", "labelValue": "aigw"}}}
+    labels = one(render(chart, values), "ConfigMap")["metadata"]["labels"]
+    assert labels["example.com/dashboard"] == "aigw" and "grafana_dashboard" not in labels
+    values = {"metrics": {"dashboards": {"enabled": True, "namespace": "monitoring"}}}
+    assert one(render(chart, values), "ConfigMap")["metadata"]["namespace"] == "monitoring"
 
 
 def test_metrics_port_must_differ_from_the_health_port(chart: helm.Chart) -> None:
@@ -855,6 +931,14 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "wildcard beside a namespace": {"upstreams": {"together": {"apiKey": {"namespaces": ["*", "team-a"]}}}},
     "default-key namespace not a name": {"upstreams": {"baseten": {"apiKey": {"namespaces": ["Team_A"]}}}},
     "default-key namespaces as a string": {"upstreams": {"baseten": {"apiKey": {"namespaces": "*"}}}},
+    "prometheusRule.enabled as a string": {"metrics": {"prometheusRule": {"enabled": "true"}}},
+    "prometheusRule label not a string": {"metrics": {"prometheusRule": {"labels": {"release": 1}}}},
+    "unknown prometheusRule key": {"metrics": {"prometheusRule": {"rules": []}}},
+    "dashboards.enabled as a string": {"metrics": {"dashboards": {"enabled": "yes"}}},
+    "empty dashboard label": {"metrics": {"dashboards": {"label": ""}}},
+    "dashboard label with a space": {"metrics": {"dashboards": {"label": "grafana dashboard"}}},
+    "dashboard label value as a number": {"metrics": {"dashboards": {"labelValue": 1}}},
+    "invalid dashboard namespace": {"metrics": {"dashboards": {"namespace": "Monitoring"}}},
 }
 
 

@@ -1,8 +1,8 @@
 """deploy/monitoring: the Grafana dashboard and the PrometheusRule only query what the operator exports.
 
-Metric and label names come from the prometheus_client collectors in aigw_operator.base.metrics. Every
-expression is parsed with promql-parser when it is installed; the name and label checks below use
-the parse tree then, and a tokenizer otherwise.
+Metric and label names come from the prometheus_client collectors in aigw_operator.base.metrics (and
+the one series Prometheus records of the scrape itself, ``up``). Every expression is parsed with
+promql-parser; the name and label checks below use the parse tree, and a tokenizer as a cross-check.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from aigw_operator.base import metrics
+from tests.alerts import selected
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
@@ -26,39 +28,74 @@ RULE = MONITORING / "prometheusrule.yaml"
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"), "gauge": ("",)}
 
 
+# What Prometheus records of every target it scrapes, with the target labels the Prometheus
+# Operator gives it through a ServiceMonitor (the chart's: job from app.kubernetes.io/name).
+SCRAPE_SERIES = {"up": {"job", "instance", "namespace", "service", "pod", "endpoint", "container"}}
+
+
 def exported() -> dict[str, set[str]]:
-    """Exposed series name -> its label names, from the collectors themselves."""
+    """Exposed series name -> its label names, from the collectors themselves: prometheus_client's,
+    and the module's own collectors counted when scraped."""
     names: dict[str, set[str]] = {}
     for collector in vars(metrics).values():
-        if not isinstance(collector, MetricWrapperBase):
+        if isinstance(collector, MetricWrapperBase):
+            [family] = collector.describe()
+            families = [(family, set(collector._labelnames))]
+        elif Collector in type(collector).__mro__:  # the module's own: a Protocol, so no isinstance
+            families = [(family, set(family._labelnames)) for family in collector.describe()]  # type: ignore[attr-defined]
+        else:
             continue
-        [family] = collector.describe()
-        labels = set(collector._labelnames)
-        for suffix in SUFFIXES[family.type]:
-            names[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+        for family, labels in families:
+            for suffix in SUFFIXES[family.type]:
+                names[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return names
 
 
 EXPORTED = exported()
+KNOWN = {**EXPORTED, **SCRAPE_SERIES}
 
 
 def test_exported_names_match_the_documented_ones() -> None:
-    assert {
-        "aigw_reconcile_total",
-        "aigw_reconcile_duration_seconds_bucket",
-        "aigw_reconcile_errors_total",
-        "aigw_reconciles_in_flight",
-        "aigw_upstream_requests_total",
-        "aigw_upstream_request_duration_seconds_bucket",
-        "aigw_upstream_retries_total",
-        "aigw_upstream_rate_limit_waits_total",
-        "aigw_upstream_rate_limit_wait_seconds_total",
-        "aigw_resource_ready",
-        "aigw_resource_synced",
-        "aigw_time_to_first_ready_seconds_bucket",
-        "aigw_drift_corrections_total",
-    } <= EXPORTED.keys()
-    assert EXPORTED["aigw_upstream_requests_total"] == {"upstream", "method", "route", "code"}
+    """controller-runtime's, client-go's and Crossplane's names and labels; aigw_ only for the rest."""
+    controller = {"controller"}
+    queue = {"name", "controller"}
+    conventional = {
+        "controller_runtime_reconcile_total": {"controller", "result"},
+        "controller_runtime_reconcile_errors_total": controller,
+        "controller_runtime_terminal_reconcile_errors_total": controller,
+        "controller_runtime_reconcile_time_seconds_bucket": controller | {"le"},
+        "controller_runtime_active_workers": controller,
+        "controller_runtime_max_concurrent_reconciles": controller,
+        "workqueue_depth": queue,
+        "workqueue_adds_total": queue,
+        "workqueue_queue_duration_seconds_bucket": queue | {"le"},
+        "workqueue_work_duration_seconds_bucket": queue | {"le"},
+        "workqueue_retries_total": queue,
+        "workqueue_unfinished_work_seconds": queue,
+        "workqueue_longest_running_processor_seconds": queue,
+        "rest_client_requests_total": {"code", "method", "host"},
+        "leader_election_master_status": {"name"},
+        "crossplane_managed_resource_exists": {"gvk"},
+        "crossplane_managed_resource_ready": {"gvk"},
+        "crossplane_managed_resource_synced": {"gvk"},
+        "crossplane_managed_resource_first_time_to_readiness_seconds_bucket": {"gvk", "le"},
+    }
+    ours = {
+        "aigw_upstream_requests_total": {"upstream", "method", "route", "code"},
+        "aigw_upstream_request_duration_seconds_bucket": {"upstream", "method", "route", "code", "le"},
+        "aigw_upstream_retries_total": {"upstream", "reason"},
+        "aigw_upstream_rate_limit_waits_total": {"upstream"},
+        "aigw_upstream_rate_limit_wait_seconds_total": {"upstream"},
+        "aigw_reconcile_failures_total": {"controller", "reason"},
+        "aigw_managed_resources": {"gvk", "condition", "status", "reason"},
+        "aigw_drift_corrections_total": controller,
+        "aigw_leader_election_transitions_total": {"name"},
+    }
+    for name, labels in {**conventional, **ours}.items():
+        assert EXPORTED.get(name) == labels, name
+    # Nothing else, and nothing per object.
+    assert {n for n in EXPORTED if not n.endswith(("_created", "_sum", "_count"))} == {*conventional, *ours}
+    assert not [n for n, labels in EXPORTED.items() if labels & {"namespace", "kind"}]
 
 
 # ------------------------------------------------------------------ the files
@@ -102,7 +139,7 @@ def test_dashboard_is_well_formed() -> None:
     variables = {v["name"]: v for v in data["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    assert {"kind", "namespace"} <= variables.keys()
+    assert variables.keys() == {"datasource", "controller"}  # no per-object variables: no per-object series
     for panel in panels:
         if panel["type"] == "row":
             continue
@@ -118,19 +155,27 @@ def test_dashboard_is_well_formed() -> None:
     for wanted in (
         "Reconcile rate by result",
         "Reconcile duration p50 / p95",
-        "Reconcile errors by reason",
-        "Reconciles in flight",
+        "Reconcile errors",
+        "Reconcile failures by reason",
+        "Workers in use",
+        "Work queue depth",
+        "Work queue adds and retries",
+        "Work queue wait and work p95",
+        "Unfinished work",
         "Upstream request rate by upstream and code",
         "Upstream p95 latency by route",
         "Retries and 429 waits",
-        "Resources not Ready",
+        "Kubernetes API requests by method and code",
+        "Resources by kind: exist, Ready, Synced",
+        "Resources not Ready by reason",
+        "Resources not Synced by reason",
         "Time to first Ready p50 / p95",
         "Drift corrections",
     ):
         assert wanted in titles
     # Every series name the operator exports (but _created/_sum/_count) is shown somewhere.
     used = " ".join(EXPRESSIONS.values())
-    shown = {n for n in EXPORTED if not n.endswith(("_created", "_sum", "_count"))} - {"aigw_resource_synced"}
+    shown = {n for n in EXPORTED if not n.endswith(("_created", "_sum", "_count"))}
     assert {n for n in shown if not re.search(rf"\b{n}\b", used)} == set()
 
 
@@ -140,7 +185,13 @@ def test_prometheus_rule_is_well_formed() -> None:
     assert doc["kind"] == "PrometheusRule"
     assert doc["metadata"]["name"]
     found = rules()
-    assert {r["alert"] for r in found} == {"AigwResourceNotReady", "AigwUpstreamErrorRate", "AigwUpstreamRateLimited"}
+    assert {r["alert"] for r in found} == {
+        "AigwOperatorDown",
+        "AigwResourceNotReady",
+        "AigwResourceNotSynced",
+        "AigwUpstreamErrorRate",
+        "AigwUpstreamRateLimited",
+    }
     for rule in found:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", rule["for"]), rule["alert"]
@@ -149,11 +200,14 @@ def test_prometheus_rule_is_well_formed() -> None:
         assert len(rule["annotations"]["description"]) > 80
     by_name = {r["alert"]: r for r in found}
     assert by_name["AigwResourceNotReady"]["for"] == "15m"
-    summary = by_name["AigwResourceNotReady"]["annotations"]["summary"]
-    for label in ("kind", "namespace", "name"):
-        assert f"$labels.{label}" in summary
+    assert by_name["AigwResourceNotSynced"]["for"] == "15m"
+    for alert in ("AigwResourceNotReady", "AigwResourceNotSynced"):
+        # Per kind and reason: the resources themselves are in their conditions and Events.
+        assert "$labels.gvk" in by_name[alert]["annotations"]["summary"], alert
+        assert "$labels.reason" in by_name[alert]["annotations"]["summary"], alert
     assert "[10m]" in by_name["AigwUpstreamErrorRate"]["expr"]
     assert "[10m]" in by_name["AigwUpstreamRateLimited"]["expr"]
+    assert by_name["AigwOperatorDown"]["labels"]["severity"] == "critical"
     # Annotations only template labels the alert's series keep.
     for rule in found:
         kept = labels_kept(rule["expr"])
@@ -165,7 +219,40 @@ def labels_kept(expr: str) -> set[str]:
     grouped = re.findall(r"\bby\s*\(([^)]*)\)", expr)
     if grouped:
         return set.intersection(*({g.strip() for g in group.split(",") if g.strip()} for group in grouped))
-    return set.union(*(EXPORTED[name] for name in metric_names(expr)))
+    return set.union(*(KNOWN[name] for name in metric_names(expr)))
+
+
+def _series(**fixed: str) -> list[dict[str, str]]:
+    """aigw_managed_resources' Ready series for each reason a kind's readiness can give."""
+    reasons = ["Available", "Starting", "Stopping", "Stopped", "AutoStopped", "Error", "Scaling", "InvalidSpec", ""]
+    return [{"condition": "Ready", "status": "False", "reason": r, **fixed} for r in reasons]
+
+
+def test_a_resource_stopped_on_purpose_is_no_outage() -> None:
+    """AigwResourceNotReady picks every not-Ready series but the one of a DedicatedEndpoint stopped
+    as its spec says (tests/operator/test_metrics.py checks the same on what the operator exports)."""
+    expr = rules_by_name()["AigwResourceNotReady"]["expr"]
+    kind = {"gvk": "aigw.dev/v1alpha1, Kind=DedicatedEndpoint"}
+    picked = {s["reason"] for s in selected(expr, "aigw_managed_resources", _series(**kind))}
+    assert picked == {"Available", "Starting", "Stopping", "AutoStopped", "Error", "Scaling", "InvalidSpec", ""}
+    ready = [{"condition": "Ready", "status": "True", "reason": "Available", **kind}]
+    assert selected(expr, "aigw_managed_resources", ready) == []
+    synced = [{"condition": "Synced", "status": "False", "reason": "InvalidSpec", **kind}]
+    assert selected(expr, "aigw_managed_resources", synced) == []
+    assert selected(rules_by_name()["AigwResourceNotSynced"]["expr"], "aigw_managed_resources", synced) == synced
+
+
+def rules_by_name() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for rule in rules()}
+
+
+def test_operator_down_covers_targets_down_and_targets_gone() -> None:
+    expr = rules_by_name()["AigwOperatorDown"]["expr"]
+    assert "absent(" in expr.replace(" ", "")  # no target at all: the Deployment scaled to 0, deleted
+    assert "==0" in expr.replace(" ", "")  # targets there, none answering
+    ours = [{"job": "aigw-operator", "namespace": "aigw-system", "service": "aigw-operator-metrics"}]
+    others = [{"job": "kube-state-metrics", "namespace": "monitoring", "service": "kube-state-metrics"}]
+    assert selected(expr, "up", ours + others) == ours
 
 
 # ------------------------------------------------------------------ PromQL
@@ -264,13 +351,13 @@ def _parsed(expr: str) -> tuple[set[str], list[tuple[str | None, set[str]]], lis
 def check_names_and_labels(
     expr: str, names: set[str], selectors: list[tuple[str | None, set[str]]], groupings: list[set[str]]
 ) -> None:
-    unknown = names - EXPORTED.keys()
+    unknown = names - KNOWN.keys()
     assert unknown == set(), f"unknown metrics {unknown} in {expr}"
     assert names, expr
     for name, matchers in selectors:
         assert name is not None, f"selector without a metric name in {expr}"
-        assert matchers <= EXPORTED[name], f"{name} has no labels {matchers - EXPORTED[name]}: {expr}"
-    available = set.union(*(EXPORTED[name] for name in names))
+        assert matchers <= KNOWN[name], f"{name} has no labels {matchers - KNOWN[name]}: {expr}"
+    available = set.union(*(KNOWN[name] for name in names))
     for group in groupings:
         assert group <= available, f"grouping by {group - available} that {names} lack: {expr}"
 
@@ -297,23 +384,30 @@ def test_template_variable_queries_use_exported_metrics_and_labels() -> None:
         assert match, variable["definition"]
         selector, label = match.groups()
         check_names_and_labels(selector, metric_names(selector), _regex_selectors(selector), [])
-        assert all(label in EXPORTED[name] for name in metric_names(selector)), variable["name"]
+        assert all(label in KNOWN[name] for name in metric_names(selector)), variable["name"]
         assert variable["query"]["query"] == variable["definition"]
 
 
 def test_the_checks_catch_mistakes() -> None:
     """The checks themselves: unknown metrics, wrong suffixes and foreign labels fail."""
     bad = [
-        "rate(aigw_reconciles_total[5m])",
-        "rate(aigw_reconcile[5m])",
-        "aigw_reconcile_duration_seconds",
-        'aigw_reconcile_total{namespace="x"}',
-        "sum by (namespace) (rate(aigw_reconcile_total[$__rate_interval]))",
+        "rate(aigw_reconcile_total[5m])",  # the old name
+        "aigw_resource_ready == 0",  # the old per-object gauge
+        "rate(controller_runtime_reconciles_total[5m])",
+        "rate(controller_runtime_reconcile[5m])",
+        "controller_runtime_reconcile_time_seconds",
+        'controller_runtime_reconcile_total{kind="GatewayEndpoint"}',
+        "sum by (namespace) (rate(controller_runtime_reconcile_total[$__rate_interval]))",
+        'crossplane_managed_resource_ready{namespace="x"}',
+        'workqueue_depth{queue="x"}',
+        'up{pod_name="x"} == 0',
         "histogram_quantile(0.9, sum by (le, reason) (rate(aigw_upstream_request_duration_seconds_bucket[5m])))",
     ]
     for expr in bad:
         with pytest.raises(AssertionError):
             check_names_and_labels(expr, metric_names(expr), _regex_selectors(expr), _regex_groupings(expr))
-    assert metric_names('sum by (kind) (rate(aigw_reconcile_total{result="error"}[5m])) > 0') == {
-        "aigw_reconcile_total"
+    assert metric_names('sum by (controller) (rate(controller_runtime_reconcile_total{result="error"}[5m])) > 0') == {
+        "controller_runtime_reconcile_total"
     }
+    # The selector check of the alerts: a matcher that does not hold drops the series.
+    assert selected('up{job="x"} == 0', "up", [{"job": "y"}]) == []

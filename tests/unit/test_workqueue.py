@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 from aigw_operator.engine.workqueue import Wake, WorkQueue
+from tests.scrape import Samples, scrape, value
 
 
 class Recorder:
@@ -185,3 +186,75 @@ async def test_wake_ends_a_sleep_early_and_is_kept_when_nobody_sleeps() -> None:
     started = loop.time()
     await wake.sleep(0.05)
     assert loop.time() - started >= 0.04
+
+
+class Held:
+    """A step that waits for ``release`` on the keys it holds, and returns None."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+        self.ended: list[str] = []
+
+    async def __call__(self, key: str) -> float | None:
+        self.started.append(key)
+        if key in self.held:
+            await self.release.wait()
+        self.ended.append(key)
+        return None
+
+
+async def test_the_queue_exports_client_go_work_queue_metrics_over_http() -> None:
+    """controller-runtime's workqueue_* series for this queue (its lowercase name), read over HTTP."""
+    step = Held({"a"})
+    queue = WorkQueue("MeteredQueue", step, workers=1)
+    labels = {"name": "meteredqueue", "controller": "meteredqueue"}
+    before = await scrape()
+    assert ("workqueue_depth", tuple(sorted(labels.items()))) not in before  # no series before it runs
+
+    def grew(samples: Samples, metric: str) -> float:
+        return value(samples, metric, **labels) - value(before, metric, **labels)
+
+    queue.start()
+    queue.schedule("a", 0.0)
+    await eventually(lambda: step.started == ["a"])
+    queue.schedule("b", 0.0)
+    queue.schedule("c", 0.0)
+    queue.schedule("later", 30.0)  # a delayed add: client-go's retry; not due, so not in the depth
+    queue.schedule("a", 0.0)  # woken while it runs: once more, after
+    hold = 0.3
+    await asyncio.sleep(hold)
+    busy = await scrape()
+    assert value(busy, "workqueue_depth", **labels) == 2  # b and c wait for the one worker
+    assert grew(busy, "workqueue_adds_total") == 3
+    assert grew(busy, "workqueue_retries_total") == 1
+    assert grew(busy, "workqueue_queue_duration_seconds_count") == 1  # only a was taken
+    assert grew(busy, "workqueue_work_duration_seconds_count") == 0  # and it has not finished
+    longest = value(busy, "workqueue_longest_running_processor_seconds", **labels)
+    assert hold <= longest < 10
+    assert value(busy, "workqueue_unfinished_work_seconds", **labels) == longest  # one step runs
+
+    step.release.set()
+    await eventually(lambda: len(step.ended) == 4)
+    assert step.started == ["a", "b", "c", "a"]
+    idle = await scrape()
+    assert value(idle, "workqueue_depth", **labels) == 0
+    assert value(idle, "workqueue_unfinished_work_seconds", **labels) == 0
+    assert value(idle, "workqueue_longest_running_processor_seconds", **labels) == 0
+    assert grew(idle, "workqueue_adds_total") == 4
+    assert grew(idle, "workqueue_work_duration_seconds_count") == 4
+    assert grew(idle, "workqueue_queue_duration_seconds_count") == 4
+    # b, c and the second a each waited out a's first step: from when they were due, not from
+    # when a worker could take them.
+    assert grew(idle, "workqueue_queue_duration_seconds_sum") >= 3 * hold
+    assert grew(idle, "workqueue_work_duration_seconds_sum") >= hold
+
+    await queue.stop(timeout=1.0)
+    stopped = await scrape()
+    for gauge in (
+        "workqueue_depth",
+        "workqueue_unfinished_work_seconds",
+        "workqueue_longest_running_processor_seconds",
+    ):
+        assert (gauge, tuple(sorted(labels.items()))) not in stopped, gauge

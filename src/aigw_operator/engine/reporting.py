@@ -23,7 +23,8 @@ from aigw_operator.engine.resource import KubeWriter, ObjectState, Resource
 
 logger = logging.getLogger("aigw_operator.reconcile")
 
-# Failures the loop retries by itself (reported as result="requeue" in the metrics).
+# Failures the loop retries by itself (reported as result="requeue" in the metrics, as
+# Crossplane's managed reconciler requeues an external API's error after recording it).
 TRANSIENT_REASONS = (
     "HardwareUnavailable",
     "UpstreamUnavailable",
@@ -33,6 +34,22 @@ TRANSIENT_REASONS = (
     "DeletionBlocked",
     "CreatePending",
 )
+
+
+def reconcile_result(failure: str | None, requeue_after: float | None, short_poll: float) -> str:
+    """controller-runtime's result label for a reconcile that reported ``failure`` (its reason,
+    or None) and is due again in ``requeue_after`` seconds (None: when something changes).
+
+    ``error``: a failure only a change can cure (terminal when not requeued); ``requeue``: a
+    transient failure, retried by the loop; ``requeue_after``: no failure, but polled again at
+    the short interval (the upstream object is still moving); ``success``: no failure, and
+    due again at the resync, if at all. A reconcile that raised is an ``error`` too.
+    """
+    if failure is not None:
+        return "requeue" if failure in TRANSIENT_REASONS else "error"
+    if requeue_after is not None and requeue_after <= short_poll:
+        return "requeue_after"
+    return "success"
 
 
 class Report:
@@ -80,6 +97,7 @@ class Reporter:
         observed_status: Mapping[str, Any] | None = None,
     ) -> None:
         """Post the report's Events and write the status it implies, if that differs."""
+        state.reported_failure = report.failure[0] if report.failure else None
         status: dict[str, Any] = {}
         if observed_status is not None:
             status.update(observed_status)
@@ -105,24 +123,19 @@ class Reporter:
             state.wrote(await self.kube.patch_status(resource.ref, patch))
 
     def record(self, resource: Resource, report: Report, conditions: list[dict[str, Any]]) -> None:
-        kind, ref = self.kind, resource.ref
-        if report.failure is None:
-            result = "success"
-        else:
-            reason = report.failure[0]
-            metrics.RECONCILE_ERRORS.labels(kind, reason).inc()
-            result = "requeue" if reason in TRANSIENT_REASONS else "error"
-        metrics.RECONCILES.labels(kind, result).inc()
+        """The metrics a report moves. The reconcile's result is counted by whoever ran it (the
+        controller), and the Ready and Synced gauges are counted from the objects themselves."""
+        kind = self.kind
+        if report.failure is not None:
+            metrics.RECONCILE_FAILURES.labels(kind, report.failure[0]).inc()
         ready = cond.find(conditions, cond.READY)
-        synced = cond.find(conditions, cond.SYNCED)
         is_ready = bool(ready and ready.get("status") == "True")
-        metrics.READY.labels(kind, ref.namespace, ref.name).set(1 if is_ready else 0)
-        metrics.SYNCED.labels(kind, ref.namespace, ref.name).set(1 if synced and synced.get("status") == "True" else 0)
         was_ever_ready = any(
             c.get("type") == cond.READY and c.get("status") == "True" for c in resource.status.get("conditions") or ()
         )
         if is_ready and not was_ever_ready and not resource.status.get("id") and resource.created:
-            metrics.TIME_TO_FIRST_READY.labels(kind).observe(max(time.time() - resource.created, 0.0))
+            seconds = max(time.time() - resource.created, 0.0)
+            metrics.FIRST_TIME_TO_READINESS.labels(metrics.gvk(kind)).observe(seconds)
         if any(reason == "DriftCorrected" for _, reason, _ in report.events):
             metrics.DRIFT_CORRECTIONS.labels(kind).inc()
 

@@ -79,6 +79,8 @@ class ObjectState:
     # when it was written): a body older than that misses what this loop did last time.
     written_version: str | None = None
     written_at: float = 0.0
+    # The reason of the failure the last report gave (None: it gave none), for the metrics.
+    reported_failure: str | None = None
 
     def wrote(self, version: str | None) -> None:
         if version:

@@ -5,6 +5,10 @@ workers per kind (as controller-runtime's work queue): no task, timer or stop fl
 object, so 10,000 idle objects cost a heap entry each; objects are reconciled in the order
 they became due; and an object is never reconciled by two workers at once. A wake while its
 object is being reconciled runs it again right after.
+
+It exports client-go's work-queue metrics, as controller-runtime's queue does: an add is an
+object becoming due (handed to the workers), a retry a schedule with a delay, the queue
+duration from due to a worker's start, the work duration one step.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
+
+from aigw_operator.base import metrics
 
 logger = logging.getLogger("aigw_operator.workqueue")
 
@@ -65,24 +72,34 @@ class WorkQueue:
         self._order = itertools.count()
         self._ready: asyncio.Queue[str | None] = asyncio.Queue()  # None: a worker's signal to end
         self._running: set[str] = set()
-        # Loop times: when each running key became due (queued for a worker) and when its step began.
+        # When each running key became due (queued for a worker; loop time) and when its step
+        # began (time.monotonic(), the loop's clock too: the metrics read it from their thread).
         self._queued_at: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
-        self._again: set[str] = set()  # woken while running
+        self._again: dict[str, float] = {}  # woken while running: since when (loop time)
         self._forgotten: set[str] = set()  # forgotten while running: not queued again after
+        self._waiting = 0  # keys handed to the workers and not taken yet
         self._wake = Wake()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._metrics = metrics.queue_metrics(name)
+        self._untrack: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def schedule(self, key: str, delay: float | None) -> None:
         """Run ``key`` in ``delay`` seconds, or sooner if it is already due sooner (None: no-op)."""
         if delay is None or self._stopping:
             return
         self._forgotten.discard(key)
-        if key in self._running and delay <= 0:
-            self._again.add(key)
+        now = asyncio.get_running_loop().time()
+        if delay > 0:
+            self._metrics.retries.inc()
+        elif key in self._running:
+            self._again.setdefault(key, now)
             return
-        due = asyncio.get_running_loop().time() + max(0.0, delay)
+        self._push(key, now + max(0.0, delay))
+
+    def _push(self, key: str, due: float) -> None:
         current = self._due.get(key)
         if current is not None and current <= due:
             return
@@ -93,7 +110,7 @@ class WorkQueue:
 
     def forget(self, key: str) -> None:
         self._due.pop(key, None)
-        self._again.discard(key)
+        self._again.pop(key, None)
         if key in self._running:
             self._forgotten.add(key)
 
@@ -103,18 +120,35 @@ class WorkQueue:
         idle queue, whose objects are simply not due, is never stalled."""
         now = asyncio.get_running_loop().time()
         waits = [now - due for key, due in self._queued_at.items() if key not in self._started_at]
-        waits += [now - started for started in self._started_at.values()]
+        waits += self.running_seconds()
         if self._heap:
             waits.append(now - self._heap[0][0])  # a stale head only makes this err towards 0
         return max([0.0, *waits])
 
+    def active(self) -> bool:
+        """Whether the queue's event loop runs (a crashed one does no work, and is not counted)."""
+        return self._loop is not None and self._loop.is_running()
+
+    def depth(self) -> int:
+        """Keys due and waiting for a worker (workqueue_depth)."""
+        return self._waiting
+
+    def running_seconds(self) -> list[float]:
+        """How long each step in progress has run; safe to call from another thread."""
+        now = time.monotonic()
+        return [now - started for started in list(self._started_at.values())]
+
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._dispatch(), name=f"{self.name}-dispatcher")]
         self._tasks += [asyncio.create_task(self._work(), name=f"{self.name}-worker-{n}") for n in range(self._workers)]
+        self._untrack = metrics.QUEUES.queues.track(self)
 
     async def stop(self, timeout: float) -> None:
         """Take nothing new; let the steps in flight end (an upstream call is never cut off), then cancel."""
         self._stopping = True
+        if self._untrack is not None:
+            self._untrack()
         if not self._tasks:
             return
         dispatcher, workers = self._tasks[0], self._tasks[1:]
@@ -123,6 +157,7 @@ class WorkQueue:
             key = self._ready.get_nowait()
             if key is not None:
                 self._running.discard(key)
+                self._waiting -= 1
         for _ in workers:
             self._ready.put_nowait(None)  # an idle worker wakes to this and ends
         if workers:
@@ -141,10 +176,12 @@ class WorkQueue:
                     continue  # rescheduled sooner, or forgotten
                 del self._due[key]
                 if key in self._running:
-                    self._again.add(key)
+                    self._again.setdefault(key, due)
                 else:
                     self._running.add(key)
                     self._queued_at[key] = due
+                    self._waiting += 1
+                    self._metrics.adds.inc()
                     self._ready.put_nowait(key)
             await self._wake.sleep(self._heap[0][0] - now if self._heap else None)
 
@@ -153,8 +190,11 @@ class WorkQueue:
             key = await self._ready.get()
             if key is None:
                 return
+            self._waiting -= 1
             delay: float | None = None
-            self._started_at[key] = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            self._metrics.queue_seconds.observe(max(0.0, loop.time() - self._queued_at[key]))
+            started = self._started_at[key] = time.monotonic()
             try:
                 delay = await self._step(key)
             except Exception:
@@ -165,10 +205,13 @@ class WorkQueue:
                 self._running.discard(key)
                 self._queued_at.pop(key, None)
                 self._started_at.pop(key, None)
+                self._metrics.work_seconds.observe(time.monotonic() - started)
             if key in self._forgotten:
                 self._forgotten.discard(key)
                 continue
-            if key in self._again:
-                self._again.discard(key)
-                delay = 0.0
+            woken = self._again.pop(key, None)
+            if woken is not None:
+                if not self._stopping:
+                    self._push(key, woken)  # due since it was woken: its wait counts from then
+                continue
             self.schedule(key, delay)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from aigw_operator import GROUP, VERSION, __version__
+from aigw_operator.base import metrics
 from aigw_operator.base.redaction import redact
 from aigw_operator.base.transport import AiohttpTransport
 
@@ -70,13 +71,22 @@ class KubeClient:
             transport=AiohttpTransport(verify=verify),
         )
         self.component = component
+        # client-go's host label: the API server's host[:port].
+        self.host = httpx.URL(connection.server).netloc.decode("ascii")
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _send(self, method: str, path: str, *, json: Any = None, merge_patch: bool = False) -> httpx.Response:
+        """Every request of this client, counted as client-go counts them (rest_client_requests_total)."""
         headers = {"Content-Type": "application/merge-patch+json"} if merge_patch else None
-        return await self._http.request(method, path, json=json, headers=headers)
+        try:
+            response = await self._http.request(method, path, json=json, headers=headers)
+        except Exception:
+            metrics.observe_kube_request(self.host, method, None)
+            raise
+        metrics.observe_kube_request(self.host, method, response.status_code)
+        return response
 
     async def get(self, path: str) -> dict[str, Any] | None:
         response = await self._send("GET", path)

@@ -14,7 +14,7 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from aigw_operator.base.settings import Settings, UpstreamSettings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.backoff import backoff
 from aigw_operator.engine.reconcile import Reconciler
+from aigw_operator.engine.reporting import reconcile_result
 from aigw_operator.engine.resource import ObjectState, Resource
 from aigw_operator.engine.workqueue import WorkQueue
 from aigw_operator.kube.client import Connection, KubeClient, ObjectRef
@@ -144,6 +145,8 @@ class Controller:
         self._reconciler_of = {reconciler.info.kind: reconciler for reconciler in self.reconcilers}
         # When an object's loop last finished a step: the liveness probe fails if this stalls.
         self.progress_at = time.monotonic()
+        self._untrack: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def forget(self, uid: str) -> None:
         handle = self.handles.pop(uid, None)
@@ -193,7 +196,23 @@ class Controller:
         for reconciler in self.reconcilers:
             queue = WorkQueue(reconciler.info.kind, self.step, workers=self.settings.workers_per_kind)
             self.queues[reconciler.info.kind] = queue
+            metrics.controller_started(reconciler.info.kind, self.settings.workers_per_kind)
             queue.start()
+        # The per-kind gauges count this controller's objects while it runs (on the leader).
+        self._loop = asyncio.get_running_loop()
+        self._untrack = metrics.MANAGED.sources.track(self.managed_resources)
+
+    def managed_resources(self) -> dict[str, list[Sequence[Mapping[str, Any]]]]:
+        """Each kind's objects, by the conditions their latest watch event shows (none once the
+        event loop no longer runs: a crashed controller knows nothing). Called from the metrics'
+        thread, so it reads the handles at once (a copy) and changes nothing."""
+        if self._loop is None or not self._loop.is_running():
+            return {}
+        found: dict[str, list[Sequence[Mapping[str, Any]]]] = {kind: [] for kind in self._reconciler_of}
+        for handle in list(self.handles.values()):
+            conditions = (handle.body.get("status") or {}).get("conditions") or ()
+            found.setdefault(handle.kind, []).append(list(conditions))
+        return found
 
     def fence(self) -> None:
         """The Lease is lost: from now on nothing is written, and nothing in flight finishes."""
@@ -203,6 +222,8 @@ class Controller:
         # Reconciles in flight end first: cut off after an upstream POST, the object created
         # would be known to nobody. Fenced, another process may lead already: cut them off.
         timeout = 0.0 if self.kube.fenced else 60.0
+        if self._untrack is not None:
+            self._untrack()
         await asyncio.gather(*(queue.stop(timeout=timeout) for queue in self.queues.values()))
         await self.protection.aclose()
         for client in self.upstreams.values():
@@ -274,10 +295,13 @@ class Controller:
                 handle.state.written_version,
             )
             return _CATCH_UP_SECONDS
+        handle.state.reported_failure = None
         try:
             outcome = await reconciler.reconcile(Resource.from_body(reconciler.info, handle.body), handle.state)
             delay = outcome.requeue_after
+            result = reconcile_result(handle.state.reported_failure, delay, self.settings.short_poll_interval)
         except Exception:
+            result = "error"
             handle.state.failures += 1
             delay = backoff(
                 handle.state.failures - 1, self.settings.error_backoff_base, self.settings.error_backoff_cap
@@ -290,6 +314,7 @@ class Controller:
                 delay,
                 extra={"kind": handle.kind, "namespace": meta.get("namespace"), "object_name": meta.get("name")},
             )
+        metrics.reconciled(handle.kind, result, terminal=result == "error" and delay is None)
         self.progress_at = time.monotonic()
         return delay
 
@@ -336,12 +361,21 @@ class Controller:
         uid = body.get("metadata", {}).get("uid", "")
         handle = self.handles.get(uid)
         state = handle.state if handle is not None else ObjectState()
-        outcome = await reconciler.finalize(Resource.from_body(reconciler.info, body), state)
+        kind = reconciler.info.kind
+        # A deletion is a reconcile too, in controller-runtime's metrics.
+        state.reported_failure = None
+        try:
+            with metrics.RECONCILE_SECONDS.labels(kind).time():
+                outcome = await reconciler.finalize(Resource.from_body(reconciler.info, body), state)
+        except Exception:
+            metrics.reconciled(kind, "error")
+            raise
         if not outcome.done:
+            short_poll = self.settings.short_poll_interval
+            metrics.reconciled(kind, reconcile_result(state.reported_failure, outcome.requeue_after, short_poll))
             return outcome.requeue_after or 10.0
+        metrics.reconciled(kind, "success")
         self.forget(uid)
-        meta = body.get("metadata", {})
-        metrics.forget_resource(reconciler.info.kind, meta.get("namespace", ""), meta.get("name", ""))
         return None
 
 
