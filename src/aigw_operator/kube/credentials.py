@@ -6,6 +6,7 @@ import base64
 import binascii
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from pydantic import SecretStr
@@ -36,19 +37,30 @@ class Credentials:
     """Resolves the API key a resource should use for its upstream.
 
     A resource's own ``credentialsSecretRef`` wins; otherwise the operator's default key
-    for that upstream. Values are cached for ``ttl`` seconds so that a resync of many
-    resources does not read the same Secret many times, and so that a rotated key is
-    picked up within ``ttl`` without a restart. ``invalidate`` drops a cached value at once
-    (after the upstream refused it).
+    for that upstream: from its file when one is configured (a mounted Secret, which the
+    kubelet rewrites when the Secret changes), else the value it started with. Values are
+    cached for ``ttl`` seconds so that a resync of many resources does not read the same
+    Secret (or file) many times, and so that a rotated key is picked up within ``ttl`` without
+    a restart. ``invalidate`` drops a cached value at once (after the upstream refused it).
     """
 
-    def __init__(self, reader: SecretReader, defaults: Mapping[str, SecretStr | None], ttl: float) -> None:
+    def __init__(
+        self,
+        reader: SecretReader,
+        defaults: Mapping[str, SecretStr | None],
+        ttl: float,
+        default_files: Mapping[str, Path | None] | None = None,
+    ) -> None:
         self._reader = reader
         self._defaults = dict(defaults)
+        self._files = {upstream: path for upstream, path in (default_files or {}).items() if path is not None}
         self._ttl = ttl
         self._cache: dict[tuple[str, str, str], tuple[float, SecretValue]] = {}
+        self._file_cache: dict[str, tuple[float, str]] = {}
 
     async def api_key(self, upstream: str, namespace: str, ref: SecretKeyRef | None) -> str:
+        if ref is None and upstream in self._files:
+            return self._default_from_file(upstream, self._files[upstream])
         if ref is None:
             default = self._defaults.get(upstream)
             if default is None or not default.get_secret_value():
@@ -73,6 +85,27 @@ class Credentials:
     def invalidate(self, namespace: str, ref: SecretKeyRef | None) -> None:
         if ref is not None:
             self._cache.pop((namespace, ref.name, ref.key), None)
+        else:
+            # A default key was refused: its file may hold a newer one already.
+            self._file_cache.clear()
+
+    def _default_from_file(self, upstream: str, path: Path) -> str:
+        cached = self._file_cache.get(upstream)
+        if cached and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            raise CredentialsMissing(f"the default {upstream} API key file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CredentialsMissing(
+                f"the default {upstream} API key file {path} cannot be read: {type(exc).__name__}"
+            ) from None
+        if not value:
+            raise CredentialsMissing(f"the default {upstream} API key file {path} is empty")
+        register_secret(value)
+        self._file_cache[upstream] = (time.monotonic(), value)
+        return value
 
     def forget_secret(self, namespace: str, name: str) -> None:
         """The Secret changed: every key of it is read again on next use."""
