@@ -1,23 +1,33 @@
--- Argo CD health check for aigw.dev resources (GatewayEndpoint; the same status contract as
--- every kind the operator reconciles). Lua 5.1 as in Argo CD's gopher-lua: no goto, no integer ops.
+-- Argo CD health check for the aigw.dev kinds (GatewayEndpoint, Provider, Model,
+-- DedicatedEndpoint: one status contract for every kind the operator reconciles).
+-- Lua 5.1 as in Argo CD's gopher-lua: no goto, no integer ops.
 --
--- Healthy:     Ready=True and status.observedGeneration == metadata.generation.
--- Progressing: no status yet, a stale observedGeneration, a deletion in progress, or Ready=False
---              with a reason the operator retries by itself (Creating, UpstreamUnavailable, ...).
--- Degraded:    Ready or Synced False with a reason that needs a human: the spec, the key or the
---              upstream object must change before the operator can make progress.
--- Suspended:   a DedicatedEndpoint that is stopped (spec.state Stopped, or an idle stop left alone).
+-- In this order:
+-- Progressing: no status yet; a deletion in progress.
+-- Degraded:    a deletion the upstream blocks (DeletionBlocked: a reference someone must remove).
+-- Progressing: status.observedGeneration is not metadata.generation. Checked before any failure
+--              reason: a spec that was just fixed is not Degraded by the refusal of the old one.
+-- Degraded:    Ready or Synced False with a reason that needs a human (the spec, the key, the
+--              upstream object or the hardware must change before the operator can progress).
+--              HardwareUnavailable is one: nothing is created or billed, the operator retries
+--              with backoff and turns Healthy if the hardware comes back, but only a human can
+--              choose other hardware, and Argo CD re-evaluates health on changes, not on a
+--              clock, so a time bound here would never fire reliably.
+-- Suspended:   a DedicatedEndpoint stopped on purpose (Stopped) or left stopped (AutoStopped).
+-- Healthy:     Ready=True.
+-- Progressing: anything else, such as Ready=False with a reason the operator retries by itself
+--              (Starting, Scaling, CreatePending, UpstreamUnavailable, RateLimited, and
+--              CredentialsMissing: it recovers within seconds once the Secret appears).
 local hs = {}
 
-local terminal = {
+local degraded = {
   InvalidSpec = true,
   AccessDenied = true,
-  CredentialsMissing = true,
   UpstreamDeleted = true,
-  DeletionBlocked = true,
   AlreadyManaged = true,
   RegionMismatch = true,
   RecreateRequired = true,
+  HardwareUnavailable = true,
   Error = true,
 }
 
@@ -42,7 +52,8 @@ local function describe(c)
 end
 
 local status = obj.status
-local generation = obj.metadata and obj.metadata.generation
+local metadata = obj.metadata or {}
+local generation = metadata.generation
 
 if status == nil or status.conditions == nil then
   hs.status = "Progressing"
@@ -53,19 +64,12 @@ end
 local ready = condition(status.conditions, "Ready")
 local synced = condition(status.conditions, "Synced")
 
--- A terminal failure is reported whatever the generation: it names the spec it refused.
-if ready ~= nil and ready.status == "False" and terminal[ready.reason] then
-  hs.status = "Degraded"
-  hs.message = describe(ready)
-  return hs
-end
-if synced ~= nil and synced.status == "False" and terminal[synced.reason] then
-  hs.status = "Degraded"
-  hs.message = describe(synced)
-  return hs
-end
-
-if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+if metadata.deletionTimestamp ~= nil then
+  if ready ~= nil and ready.status == "False" and ready.reason == "DeletionBlocked" then
+    hs.status = "Degraded"
+    hs.message = describe(ready)
+    return hs
+  end
   hs.status = "Progressing"
   hs.message = "Deleting the upstream object"
   return hs
@@ -77,13 +81,23 @@ if generation ~= nil and status.observedGeneration ~= generation then
   return hs
 end
 
+if ready ~= nil and ready.status == "False" and degraded[ready.reason] then
+  hs.status = "Degraded"
+  hs.message = describe(ready)
+  return hs
+end
+if synced ~= nil and synced.status == "False" and degraded[synced.reason] then
+  hs.status = "Degraded"
+  hs.message = describe(synced)
+  return hs
+end
+
 if ready == nil then
   hs.status = "Progressing"
   hs.message = "Waiting for the Ready condition"
   return hs
 end
 
--- A DedicatedEndpoint stopped on purpose, or left stopped after an idle stop, costs nothing.
 if ready.status == "False" and (ready.reason == "Stopped" or ready.reason == "AutoStopped") then
   hs.status = "Suspended"
   hs.message = describe(ready)

@@ -68,10 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--kube-api-url", help="talk to this API server without credentials (the emulator)")
     drain.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, then $KUBECONFIG or ~/.kube/config")
     drain.add_argument("--context", help="kubeconfig context")
-    drain.add_argument("--namespace", "-n", help="only this namespace; default: all namespaces")
+    drain.add_argument(
+        "--namespace", "-n", action="append", help="only this namespace (repeat for several); default: all namespaces"
+    )
     drain.add_argument("--dry-run", action="store_true", help="list what would be released, change nothing")
     drain.add_argument(
         "--verify-after", type=float, default=2.0, help="seconds to wait before checking no operator re-added it"
+    )
+    drain.add_argument(
+        "--policy",
+        choices=["Delete", "Retain"],
+        help="uninstall with the operator still running (the chart's pre-delete hook): Delete deletes every "
+        "resource and waits while the operator deletes their upstream objects; Retain stops the operator "
+        "(--stop-deployment) and releases the finalizers, orphaning the upstream objects",
+    )
+    drain.add_argument("--timeout", type=float, default=240.0, help="with --policy: give up (exit 1) after this long")
+    drain.add_argument(
+        "--stop-deployment",
+        metavar="NAMESPACE/NAME",
+        help="with --policy Retain: scale this Deployment (the operator) to 0 before draining",
     )
     return parser
 
@@ -156,12 +171,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "drain":
         from aigw_operator.runtime import drain as drain_module
 
+        if args.policy:
+            deployment = None
+            if args.stop_deployment:
+                namespace, _, name = args.stop_deployment.partition("/")
+                if not namespace or not name:
+                    print("aigw-operator drain: --stop-deployment takes NAMESPACE/NAME", file=sys.stderr)
+                    return 2
+                deployment = (namespace, name)
+            return asyncio.run(
+                drain_module.run_uninstall(
+                    args.kube_api_url,
+                    policy=args.policy,
+                    kubeconfig=args.kubeconfig,
+                    context=args.context,
+                    namespaces=args.namespace,
+                    timeout=args.timeout,
+                    deployment=deployment,
+                    verify_after=args.verify_after,
+                )
+            )
         return asyncio.run(
             drain_module.run(
                 args.kube_api_url,
                 kubeconfig=args.kubeconfig,
                 context=args.context,
-                namespace=args.namespace,
+                namespaces=args.namespace,
                 dry_run=args.dry_run,
                 verify_after=args.verify_after,
             )

@@ -155,3 +155,25 @@ def test_a_wildcard_is_alone_or_absent() -> None:
     with pytest.raises(ValueError, match="every namespace"):
         UpstreamSettings(base_url="https://x.example", default_key_namespaces=["*", "team-a"])
     assert UpstreamSettings(base_url="https://x.example", default_key_namespaces=["*"]).default_key_namespaces == ["*"]
+
+
+async def test_a_default_key_from_a_file_is_scoped_the_same(
+    kube_env: KubeEnv, simulators: dict[str, SimulatorServer], credentials: str, tmp_path: Any
+) -> None:
+    """The chart mounts default keys as files (AIGW_<UPSTREAM>__API_KEY_FILE): the scope holds
+    for a key read from a file as for one given as a value."""
+    kind = KINDS[0]
+    key_file = tmp_path / "baseten"
+    key_file.write_text(kind.key)
+    settings = default_key_settings(kube_env, simulators, operator_namespace="aigw-system", namespaces=["team-a"])
+    baseten = settings.baseten.model_copy(update={"api_key": None, "api_key_file": key_file})
+    sim = simulators[kind.sim]
+    runner = await run_operator(settings.model_copy(update={"baseten": baseten}))
+    try:
+        sim.reset_counts()
+        await kube_env.kube.create(kind.kind, kind.plural, "from-file", without_own_key(kind))
+        await kube_env.kube.wait_condition(kind.plural, "from-file", "Ready", "False", reason="CredentialsNotPermitted")
+        await asyncio.sleep(0.5)
+        assert sim.requests == []
+    finally:
+        await runner.stop()

@@ -177,3 +177,101 @@ async def test_uninstall_with_the_real_operator(
     assert await asyncio.to_thread(main, ["drain", "--kube-api-url", emulator_url, "--verify-after", "0"]) == 0
     await kube_env.kube.wait_gone(PLURAL, "glm")
     assert endpoint_id in baseten.endpoints
+
+
+# ------------------------------------------------------------------ the chart's pre-delete hook
+
+
+def uninstall_args(env: KubeEnv, url: str, policy: str, *extra: str) -> list[str]:
+    """The hook Job's command line (templates/drain-job.yaml), against the emulator."""
+    return ["drain", "--kube-api-url", url, "--policy", policy, "-n", env.kube.namespace, *extra]
+
+
+async def test_delete_policy_lets_the_running_operator_delete_upstream_objects(
+    kube_env: KubeEnv, emulator_url: str, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    kube = kube_env.kube
+    assert (await kube.create(KIND, PLURAL, "deleted", spec("my-org/deleted"))).status_code == 201
+    orphan = {**spec("my-org/kept"), "deletionPolicy": "Orphan"}
+    assert (await kube.create(KIND, PLURAL, "orphaned", orphan)).status_code == 201
+    deleted = (await kube.wait_condition(PLURAL, "deleted", "Ready", "True"))["status"]["id"]
+    kept = (await kube.wait_condition(PLURAL, "orphaned", "Ready", "True"))["status"]["id"]
+    secret = await kube.http.get(f"/api/v1/namespaces/{kube.namespace}/secrets/baseten")
+    assert "aigw.dev/credentials-in-use" in secret.json()["metadata"]["finalizers"]
+
+    args = uninstall_args(kube_env, emulator_url, "Delete", "--timeout", "20")
+    assert await asyncio.to_thread(main, args) == 0
+
+    assert await kube.get(PLURAL, "deleted") is None and await kube.get(PLURAL, "orphaned") is None
+    assert deleted not in baseten.endpoints  # deleted upstream by the operator
+    assert kept in baseten.endpoints  # deletionPolicy Orphan, honoured
+    secret = await kube.http.get(f"/api/v1/namespaces/{kube.namespace}/secrets/baseten")
+    assert not secret.json()["metadata"].get("finalizers")
+
+
+async def test_delete_policy_fails_within_its_timeout_and_orphans_nothing(
+    kube_env: KubeEnv, emulator_url: str, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    kube = kube_env.kube
+    assert (await kube.create(KIND, PLURAL, "glm", spec("my-org/glm"))).status_code == 201
+    upstream_id = (await kube.wait_condition(PLURAL, "glm", "Ready", "True"))["status"]["id"]
+    baseten.faults.fail_next(10_000, status=503)  # Baseten down: the delete cannot happen
+
+    out = io.StringIO()
+    started = asyncio.get_running_loop().time()
+    code = await drain.run_uninstall(emulator_url, policy="Delete", namespaces=[kube.namespace], timeout=3, out=out)
+    took = asyncio.get_running_loop().time() - started
+    assert code == 1
+    assert 3 <= took < 10, f"bounded by its timeout: took {took:.1f}s"
+    text = out.getvalue()
+    assert f"GatewayEndpoint {kube.namespace}/glm: DeletionBlocked" in text, text
+    assert "nothing orphaned" in text
+    obj = await kube.get(PLURAL, "glm")
+    assert obj is not None and FINALIZER in obj["metadata"]["finalizers"]  # still the operator's to finish
+    assert upstream_id in baseten.endpoints
+    baseten.faults.reset()
+    await kube.wait_gone(PLURAL, "glm")  # once Baseten is back, the operator completes the delete
+    assert upstream_id not in baseten.endpoints
+
+
+async def test_retain_policy_stops_the_operator_then_orphans_upstream_objects(
+    kube_env: KubeEnv, emulator_url: str, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    """The Deployment is the test's: the emulator serves no apps/v1, so it answers for one whose
+    pods are the operator running here (scaling it to 0 stops that operator)."""
+    kube = kube_env.kube
+    assert kube_env.emulator is not None
+    assert (await kube.create(KIND, PLURAL, "glm", spec("my-org/glm"))).status_code == 201
+    upstream_id = (await kube.wait_condition(PLURAL, "glm", "Ready", "True"))["status"]["id"]
+    deployment = "/apis/apps/v1/namespaces/aigw-system/deployments/aigw-aigw-operator"
+    scaled: list[int] = []
+
+    def scale() -> dict[str, Any]:
+        scaled.append(0)
+        operator.stop_flag.set()  # what the ReplicaSet controller does to the pod, in short
+        return {"kind": "Scale", "spec": {"replicas": 0}}
+
+    def current() -> dict[str, Any]:
+        pods = 1 if operator.running else 0
+        return {
+            "kind": "Deployment",
+            "metadata": {"generation": 2},
+            "status": {"observedGeneration": 2, "replicas": pods},
+        }
+
+    kube_env.emulator["patch", f"{deployment}/scale"] << scale
+    kube_env.emulator["get", deployment] << current
+
+    args = uninstall_args(
+        kube_env, emulator_url, "Retain", "--timeout", "30", "--stop-deployment", "aigw-system/aigw-aigw-operator"
+    )
+    assert await asyncio.to_thread(main, args) == 0
+    assert scaled == [0]
+    assert not operator.running
+    obj = await kube.get(PLURAL, "glm")
+    assert obj is not None and not obj["metadata"].get("finalizers")  # stays, released
+    assert upstream_id in baseten.endpoints  # orphaned, whatever its deletionPolicy
+    secret = await kube.http.get(f"/api/v1/namespaces/{kube.namespace}/secrets/baseten")
+    assert not secret.json()["metadata"].get("finalizers")
+    assert (await kube.delete(PLURAL, "glm")).status_code in (200, 202)
+    await kube.wait_gone(PLURAL, "glm")  # nothing holds it any more

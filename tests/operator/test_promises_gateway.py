@@ -44,10 +44,6 @@ async def running(settings: Any, env: KubeEnv) -> AsyncIterator[OperatorRunner]:
         await runner.stop()
 
 
-def event_time(event: dict[str, Any]) -> float:
-    return datetime.datetime.fromisoformat(event["eventTime"].replace("Z", "+00:00")).timestamp()
-
-
 async def test_second_resource_with_the_same_slug_is_already_managed_and_never_touches_the_first(
     kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
@@ -123,6 +119,8 @@ async def test_access_denied_is_retried_at_once_after_the_key_changes(
 
 
 async def test_the_same_warning_is_posted_once_per_dedupe_window(kube_env: KubeEnv, baseten: BasetenSimulator) -> None:
+    """Within the window a repeated Warning is not posted at all; after it, the repeat counts on
+    the Event already there (count 2, lastTimestamp moved), as Kubernetes aggregates Events."""
     dedupe = 3.0
     settings = make_settings(kube_env, baseten.url, event_dedupe_seconds=dedupe, access_denied_retry_interval=0.3)
     async with running(settings, kube_env):
@@ -130,25 +128,36 @@ async def test_the_same_warning_is_posted_once_per_dedupe_window(kube_env: KubeE
         await kube_env.kube.create(KIND, PLURAL, "glm", spec())
 
         async def warnings() -> list[dict[str, Any]]:
-            found = [e for e in await kube_env.kube.events("glm") if e["type"] == "Warning"]
-            return sorted(found, key=event_time)
+            return [e for e in await kube_env.kube.events("glm") if e["type"] == "Warning"]
 
         deadline = time.monotonic() + dedupe + 8
         seen = await warnings()
+        while not seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            seen = await warnings()
+        first_seen = time.monotonic()
         refused_before_second = 0
-        while len(seen) < 2 and time.monotonic() < deadline:
+        while seen and seen[0].get("count") == 1 and time.monotonic() < deadline:
             refused_before_second = sum(1 for r in baseten.requests if r.status == 401)
             await asyncio.sleep(0.05)
             seen = await warnings()
-        assert len(seen) >= 2, f"the warning was not posted again after the window: {seen}"
-        first, second = seen[0], seen[1]
-        assert (first["reason"], first["message"]) == (second["reason"], second["message"])
-        assert first["reason"] == "AccessDenied"
-        apart = event_time(second) - event_time(first)
+        second_seen = time.monotonic()
+        assert len(seen) == 1, f"a repeat is not a new Event: {seen}"
+        [event] = seen
+        assert event["reason"] == "AccessDenied"
+        assert event["count"] == 2, f"the warning was not posted again after the window: {event}"
         # Meanwhile the same refusal came back again and again, with no Event.
         assert refused_before_second >= 5, f"only {refused_before_second} refusals before the second Event"
-        assert apart >= dedupe - 0.05, f"posted again {apart:.2f}s later, within the {dedupe}s window"
+        apart = second_seen - first_seen
+        # Seen by polling every 0.05 s (plus a list): allow for that on both sides.
+        assert apart >= dedupe - 0.3, f"posted again {apart:.2f}s later, within the {dedupe}s window"
         assert apart <= dedupe + 1.5, f"posted again only {apart:.2f}s later"
+        stamped = _stamp(event["lastTimestamp"]) - _stamp(event["firstTimestamp"])
+        assert dedupe - 1 <= stamped <= dedupe + 2, (event["firstTimestamp"], event["lastTimestamp"])
+
+
+def _stamp(value: str) -> float:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 async def test_rename_under_immutable_slugs_creates_first_and_the_route_is_never_absent(

@@ -37,9 +37,25 @@ def _granted(chart: helm.Chart, namespaces: list[str]) -> dict[tuple[str | None,
     """Every grant the chart renders, by (namespace, API group, resource): None is cluster scope,
     where a ClusterRole (bound by a ClusterRoleBinding) also covers every namespace."""
     granted: dict[tuple[str | None, str, str], set[str]] = {}
-    for obj in render(chart, {"watch": {"namespaces": namespaces}}):
+    objects = render(chart, {"watch": {"namespaces": namespaces}})
+    account = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    # Only the roles bound to the operator's ServiceAccount: not the tenants' aggregated roles,
+    # nor the pre-delete hook's own.
+    bound = {
+        (b["roleRef"]["kind"], b["metadata"].get("namespace"), b["roleRef"]["name"])
+        for b in objects
+        if b.get("kind") in ("ClusterRoleBinding", "RoleBinding")
+        and any(s.get("kind") == "ServiceAccount" and s.get("name") == account for s in b["subjects"])
+    }
+    for obj in objects:
         if obj.get("kind") in ("ClusterRole", "Role"):
             scope = obj["metadata"].get("namespace") if obj["kind"] == "Role" else None
+            if (obj["kind"], scope, obj["metadata"]["name"]) not in bound and (
+                obj["kind"],
+                None,
+                obj["metadata"]["name"],
+            ) not in bound:
+                continue
             for (group, resource), verbs in _rules(obj).items():
                 granted.setdefault((scope, group, resource), set()).update(verbs)
     return granted
@@ -82,6 +98,12 @@ async def _full_lifecycle(env: KubeEnv, baseten: BasetenSimulator) -> None:
         await kube.patch_spec(plural, name, change)
     for _, plural, name, _, _ in resources:
         await kube.wait_for(plural, name, lambda o: bool(o and o["status"].get("observedGeneration") == 2))
+    # The Provider's name back and forth: the same "updated name" Event twice, the second a patch.
+    for generation, name_value in ((3, "vLLM"), (4, "vLLM 2")):
+        await kube.patch_spec("providers", "vllm", {"name": name_value})
+        await kube.wait_for(
+            "providers", "vllm", lambda o, g=generation: bool(o and o["status"].get("observedGeneration") == g)
+        )
     for _, plural, name, _, _ in resources:
         await kube.delete(plural, name)
     for _, plural, name, _, _ in resources:

@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "podDisruptionBudget": {"enabled": True},
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     },
+    "drain-delete": {"drain": {"policy": "Delete", "timeoutSeconds": 600}},
+    "namespaced-drain-delete": {"watch": {"namespaces": ["team-a", "team-b"]}, "drain": {"policy": "Delete"}},
+    "no-drain-no-aggregation": {"drain": {"enabled": False}, "rbac": {"aggregateToDefaultRoles": False}},
     "metrics-port-and-monitor": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True}}},
     "monitoring": {
         "metrics": {
@@ -147,6 +151,40 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     [found] = of_kind(objects, kind)
+    return found
+
+
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def aggregated(obj: dict[str, Any]) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    return any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels)
+
+
+def operator_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the operator itself runs with: without the pre-delete hook's objects and the
+    aggregated tenant roles (tested on their own below)."""
+    return [o for o in objects if not is_hook(o) and not aggregated(o)]
+
+
+def key_files(objects: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """AIGW_<NAME> -> (Secret, key) of each upstream's default key, followed from its
+    AIGW_<NAME>__API_KEY_FILE through the mounted projected volume."""
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    [main] = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in main.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    files: dict[str, tuple[str, str]] = {}
+    for name, sources in ((n, v["projected"]["sources"]) for n, v in volumes.items() if "projected" in v):
+        for source in sources:
+            for item in source["secret"]["items"]:
+                files[f"{mounts[name]}/{item['path']}"] = (source["secret"]["name"], item["key"])
+    found: dict[str, tuple[str, str]] = {}
+    for variable, value in env(objects).items():
+        if variable.endswith("__API_KEY_FILE"):
+            found[variable.removesuffix("__API_KEY_FILE")] = files[value]
     return found
 
 
@@ -207,7 +245,7 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1},
     }
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == one(operator_objects(objects), "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     main = container(objects)
@@ -225,7 +263,7 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert {m["mountPath"] for m in main["volumeMounts"]} == {"/tmp"}
+    assert {m["mountPath"] for m in main["volumeMounts"]} == {"/tmp"}  # no key: nothing mounted
     assert env(objects) == {
         "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
         "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
@@ -440,11 +478,13 @@ def test_everything_value_set(chart: helm.Chart) -> None:
 
 
 def test_paused_without_rbac(chart: helm.Chart) -> None:
-    objects = render(chart, VALUE_SETS["paused-no-rbac"])
+    objects = render(chart, VALUE_SETS["paused-no-rbac"])  # the hook's objects are counted apart
     assert one(objects, "Deployment")["spec"]["replicas"] == 0
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
-    kinds = {o["kind"] for o in objects}
+    kinds = {o["kind"] for o in objects if not is_hook(o)}
     assert not kinds & {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    # The hook's own ServiceAccount is there, but no RBAC for it: rbac.create is off.
+    assert {o["kind"] for o in objects if is_hook(o)} == {"ServiceAccount", "Job"}
 
 
 # ------------------------------------------------------------------ leader election and high availability
@@ -477,7 +517,7 @@ def test_without_leader_election_one_replica_and_recreate(chart: helm.Chart, mon
     assert "POD_NAME" in variables and "POD_NAMESPACE" in variables
     assert _settings(chart, VALUE_SETS["single-without-election"], monkeypatch).leader_election.enabled is False
     assert [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election")] == []
-    assert of_kind(objects, "RoleBinding") == []
+    assert of_kind(operator_objects(objects), "RoleBinding") == []
     # The PDB must not block drains of the only replica.
     assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert "minAvailable" not in one(objects, "PodDisruptionBudget")["spec"]
@@ -619,32 +659,32 @@ def test_probes_liveness_on_healthz_readiness_on_readyz(chart: helm.Chart) -> No
 # ------------------------------------------------------------------ credentials
 
 
-def test_existing_secret_is_referenced_not_created(chart: helm.Chart) -> None:
+def test_existing_secret_is_mounted_not_created(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
     objects = render(chart, VALUE_SETS["existing-secret"])
     assert of_kind(objects, "Secret") == []
-    assert env(objects)["AIGW_BASETEN__API_KEY"] == {"secretKeyRef": {"name": "baseten-credentials", "key": "token"}}
+    assert key_files(objects) == {"AIGW_BASETEN": ("baseten-credentials", "token")}
+    # A file, never the key in env: the operator reads the file again, so a rotation reaches it.
+    assert not [name for name in env(objects) if name.endswith("__API_KEY")]
+    settings = _settings(chart, VALUE_SETS["existing-secret"], monkeypatch)
+    assert str(settings.baseten.api_key_file) == env(objects)["AIGW_BASETEN__API_KEY_FILE"]
+    [mount] = [m for m in container(objects)["volumeMounts"] if m["name"] == "api-keys"]
+    # Not a subPath (the kubelet never updates those), and read-only.
+    assert "subPath" not in mount and mount["readOnly"] is True
+    [volume] = [v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-keys"]
+    assert volume["projected"]["defaultMode"] == 0o440  # the group is the pod's fsGroup
+    # Nothing rolls the pod for a Secret change: none is needed.
+    assert "checksum/secret" not in json.dumps(one(objects, "Deployment"))
 
 
-def test_created_secret_holds_the_key_and_rolls_the_pod(chart: helm.Chart) -> None:
+def test_created_secret_holds_the_key_and_is_mounted(chart: helm.Chart) -> None:
     objects = render(chart, VALUE_SETS["created-secret"])
     secret = one(objects, "Secret")
     assert base64.b64decode(secret["data"]["apiKey"]).decode() == "bt-secret-value"
-    assert env(objects)["AIGW_BASETEN__API_KEY"] == {
-        "secretKeyRef": {"name": secret["metadata"]["name"], "key": "apiKey"}
-    }
-    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    changed = render(chart, {"upstreams": {"baseten": {"apiKey": {"value": "rotated"}}}})
-    rotated = one(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["checksum/secret"] != rotated["checksum/secret"]
+    assert key_files(objects) == {"AIGW_BASETEN": (secret["metadata"]["name"], "apiKey")}
     # The key itself appears only in the Secret.
     for obj in objects:
         if obj["kind"] != "Secret":
             assert "bt-secret-value" not in json.dumps(obj)
-
-
-def _secret_ref(objects: list[dict[str, Any]], prefix: str) -> dict[str, str]:
-    ref: dict[str, str] = env(objects)[f"{prefix}__API_KEY"]["secretKeyRef"]
-    return ref
 
 
 def test_keys_from_values_for_every_upstream(chart: helm.Chart) -> None:
@@ -658,37 +698,28 @@ def test_keys_from_values_for_every_upstream(chart: helm.Chart) -> None:
         "AIGW_MODEL_REGISTRY": ("aigw-aigw-operator-model-registry", "apiKey", "mr-secret-value"),
     }
     assert sorted(secrets) == sorted(name for name, _, _ in expected.values())
-    for prefix, (name, key, value) in expected.items():
-        assert _secret_ref(objects, prefix) == {"name": name, "key": key}
+    assert key_files(objects) == {prefix: (name, key) for prefix, (name, key, _) in expected.items()}
+    for name, key, value in expected.values():
         assert base64.b64decode(secrets[name]["data"][key]).decode() == value
     for obj in objects:
         if obj["kind"] != "Secret":
             for _, _, value in expected.values():
                 assert value not in json.dumps(obj)
-    # Rotating any one of the keys rolls the pod.
-    checksum = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
-    for upstream in ("baseten", "ngrok", "together", "modelRegistry"):
-        rotated = copy.deepcopy(values)
-        rotated["upstreams"][upstream]["apiKey"]["value"] = "rotated"
-        pod = one(render(chart, rotated), "Deployment")["spec"]["template"]
-        assert pod["metadata"]["annotations"]["checksum/secret"] != checksum, upstream
+    # One file per upstream, named after it, in one directory.
+    files = [v for v in env(objects).values() if isinstance(v, str) and v.startswith("/etc/aigw-operator/api-keys/")]
+    assert sorted(f.rsplit("/", 1)[1] for f in files) == ["baseten", "model-registry", "ngrok", "together"]
 
 
 def test_existing_secret_for_one_upstream_and_value_for_another(chart: helm.Chart) -> None:
     objects = render(chart, VALUE_SETS["existing-and-value"])
-    # Only the key given as a value gets a Secret; only it is checksummed.
+    # Only the key given as a value gets a Secret.
     [secret] = of_kind(objects, "Secret")
     assert secret["metadata"]["name"] == "aigw-aigw-operator-model-registry"
     assert base64.b64decode(secret["data"]["apiKey"]).decode() == "mr-secret-value"
-    assert _secret_ref(objects, "AIGW_NGROK") == {"name": "ngrok-credentials", "key": "token"}
-    assert _secret_ref(objects, "AIGW_MODEL_REGISTRY") == {"name": "aigw-aigw-operator-model-registry", "key": "apiKey"}
-    assert "AIGW_BASETEN__API_KEY" not in env(objects)
-    assert "checksum/secret" in one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    # An existing Secret alone creates nothing and restarts nothing.
-    only_existing = render(chart, VALUE_SETS["existing-secret"])
-    assert "checksum/secret" not in (
-        one(only_existing, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
-    )
+    assert key_files(objects) == {
+        "AIGW_NGROK": ("ngrok-credentials", "token"),
+        "AIGW_MODEL_REGISTRY": ("aigw-aigw-operator-model-registry", "apiKey"),
+    }
 
 
 # ------------------------------------------------------------------ RBAC
@@ -707,7 +738,8 @@ def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
     from aigw_operator.crds import all_kinds
 
     expected: dict[tuple[str, str], set[str]] = {
-        ("", "events"): {"create"},
+        # patch: a repeated Event counts on the one posted before.
+        ("", "events"): {"create", "patch"},
         # patch: the finalizer that keeps a credentials Secret while resources need it.
         ("", "secrets"): {"get", "list", "watch", "patch"},
     }
@@ -723,7 +755,7 @@ def _without_lease_rbac(objects: list[dict[str, Any]], kind: str) -> list[dict[s
 
 
 def test_rbac_cluster_wide(chart: helm.Chart) -> None:
-    objects = render(chart, {})
+    objects = operator_objects(render(chart, {}))
     assert _without_lease_rbac(objects, "Role") == [] and _without_lease_rbac(objects, "RoleBinding") == []
     rules = _rules(one(objects, "ClusterRole"))
     assert rules == {
@@ -737,7 +769,7 @@ def test_rbac_cluster_wide(chart: helm.Chart) -> None:
 
 
 def test_rbac_namespaced(chart: helm.Chart) -> None:
-    objects = render(chart, VALUE_SETS["namespaced"])
+    objects = operator_objects(render(chart, VALUE_SETS["namespaced"]))
     assert json.loads(env(objects)["AIGW_NAMESPACES"]) == ["team-a", "team-b"]
     # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs.
     assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
@@ -759,10 +791,10 @@ def test_rbac_namespaced(chart: helm.Chart) -> None:
 def test_secret_watch_is_what_list_and_watch_on_secrets_are_for(chart: helm.Chart) -> None:
     objects = render(chart, {})
     assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == "aigw.dev/watch=true"
-    objects = render(chart, {"secretWatch": {"enabled": False}})
+    objects = operator_objects(render(chart, {"secretWatch": {"enabled": False}}))
     assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == ""
     assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get", "patch"}
-    namespaced = render(chart, {**VALUE_SETS["namespaced"], "secretWatch": {"enabled": False}})
+    namespaced = operator_objects(render(chart, {**VALUE_SETS["namespaced"], "secretWatch": {"enabled": False}}))
     for role in _without_lease_rbac(namespaced, "Role"):
         assert _rules(role)[("", "secrets")] == {"get", "patch"}
 
@@ -775,7 +807,7 @@ def _lease_rbac(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
 
 @pytest.mark.parametrize("name", ["defaults", "namespaced", "everything", "three-replicas-spread"])
 def test_rbac_for_the_lease_in_the_release_namespace_only(chart: helm.Chart, name: str) -> None:
-    objects = render(chart, VALUE_SETS[name])
+    objects = operator_objects(render(chart, VALUE_SETS[name]))
     lease = env(objects)["AIGW_LEADER_ELECTION__LEASE_NAME"]
     assert env(objects)["AIGW_LEADER_ELECTION__LEASE_NAMESPACE"] == NAMESPACE
     role, binding = _lease_rbac(objects)
@@ -802,7 +834,7 @@ def test_rbac_for_the_lease_in_the_release_namespace_only(chart: helm.Chart, nam
         if obj["kind"] in ("Role", "ClusterRole") and obj is not role:
             assert ("coordination.k8s.io", "leases") not in _rules(obj)
     # A watched namespace that is the release namespace keeps both Roles, under different names.
-    both = render(chart, {"watch": {"namespaces": [NAMESPACE]}})
+    both = operator_objects(render(chart, {"watch": {"namespaces": [NAMESPACE]}}))
     assert sorted(r["metadata"]["name"] for r in of_kind(both, "Role")) == [
         "aigw-aigw-operator",
         "aigw-aigw-operator-leader-election",
@@ -811,7 +843,7 @@ def test_rbac_for_the_lease_in_the_release_namespace_only(chart: helm.Chart, nam
 
 def test_no_lease_rbac_without_election_or_rbac(chart: helm.Chart) -> None:
     for values in (VALUE_SETS["single-without-election"], {"rbac": {"create": False}}):
-        objects = render(chart, values)
+        objects = operator_objects(render(chart, values))
         assert of_kind(objects, "Role") == [] and of_kind(objects, "RoleBinding") == []
 
 
@@ -847,7 +879,9 @@ def test_rendered_crds_equal_deploy_crds(chart: helm.Chart) -> None:
 def test_crds_can_be_left_out(chart: helm.Chart) -> None:
     assert of_kind(render(chart, VALUE_SETS["no-crds"]), "CustomResourceDefinition") == []
     # RBAC still follows every kind even when the CRDs are installed some other way.
-    assert ("aigw.dev", "gatewayendpoints") in _rules(one(render(chart, VALUE_SETS["no-crds"]), "ClusterRole"))
+    assert ("aigw.dev", "gatewayendpoints") in _rules(
+        one(operator_objects(render(chart, VALUE_SETS["no-crds"])), "ClusterRole")
+    )
 
 
 # ------------------------------------------------------------------ values.schema.json
@@ -939,6 +973,11 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "dashboard label with a space": {"metrics": {"dashboards": {"label": "grafana dashboard"}}},
     "dashboard label value as a number": {"metrics": {"dashboards": {"labelValue": 1}}},
     "invalid dashboard namespace": {"metrics": {"dashboards": {"namespace": "Monitoring"}}},
+    "unknown drain policy": {"drain": {"policy": "Orphan"}},
+    "drain timeout too short": {"drain": {"timeoutSeconds": 1}},
+    "drain timeout as a string": {"drain": {"timeoutSeconds": "4m"}},
+    "unknown drain key": {"drain": {"wait": True}},
+    "aggregated roles flag as a string": {"rbac": {"aggregateToDefaultRoles": "yes"}},
 }
 
 
@@ -973,10 +1012,243 @@ def test_notes_explain_the_first_resource(chart: helm.Chart) -> None:
     assert "upstreams.modelRegistry.baseUrl" not in notes(chart, VALUE_SETS["keys-from-values"])
     namespaced = notes(chart, {**VALUE_SETS["namespaced"], **VALUE_SETS["created-secret"]})
     assert "kubectl -n team-a apply -f -" in namespaced
-    assert "credentialsSecretRef" not in namespaced
     # The manifest in the notes is valid for the CRD's schema as the emulator's admission sees it.
     manifest = namespaced.split("apply -f -\n", 1)[1].split("  YAML", 1)[0]
+    assert "credentialsSecretRef" not in manifest  # the default key serves it
     body = yaml.safe_load("\n".join(line[2:] for line in manifest.splitlines()))
     from aigw_operator.kinds.gateway_endpoint import INFO
 
     INFO.spec_model.model_validate(body["spec"])
+
+
+def test_notes_show_every_kind(chart: helm.Chart) -> None:
+    crds = {
+        c["spec"]["names"]["kind"]: c["spec"]["names"] for c in of_kind(render(chart, {}), "CustomResourceDefinition")
+    }
+    text = notes(chart, VALUE_SETS["existing-and-value"])
+    rows = dict(re.findall(r"^  (\w+) +.*\(kubectl get (\w+)\)", text, re.M))
+    assert sorted(rows) == sorted(info.kind for info in all_kinds())
+    for kind, short in rows.items():
+        names = crds[kind]
+        assert short in [names["singular"], names["plural"], *names.get("shortNames", [])], (kind, short)
+    # Each kind's default key, as the values give it.
+    assert "Secret ngrok-credentials (upstreams.ngrok)" in text
+    assert "Secret aigw-aigw-operator-model-registry (upstreams.modelRegistry)" in text
+    assert "none, each resource sets spec.credentialsSecretRef (upstreams.together)" in text
+    assert "`aigw-operator drain --policy Retain`" in text
+    assert "drain --policy Delete" in notes(chart, VALUE_SETS["drain-delete"])
+    assert "aigw-operator drain` removes" in notes(chart, VALUE_SETS["no-drain-no-aggregation"])
+
+
+# ------------------------------------------------------------------ Chart.yaml
+
+
+def _chart_yaml() -> dict[str, Any]:
+    metadata: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return metadata
+
+
+def test_artifacthub_lists_every_crd() -> None:
+    listed = yaml.safe_load(_chart_yaml()["annotations"]["artifacthub.io/crds"])
+    crds = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "files" / "crds").glob("*.yaml"))]
+    expected = {
+        (c["spec"]["names"]["kind"], c["metadata"]["name"], v["name"])
+        for c in crds
+        for v in c["spec"]["versions"]
+        if v["served"]
+    }
+    assert {(e["kind"], e["name"], e["version"]) for e in listed} == expected
+    assert len(listed) == len(crds) == len(list(all_kinds()))
+    assert all(e["displayName"] and e["description"] for e in listed)
+
+
+def _field_paths(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for rule in node.get("x-kubernetes-validations") or []:
+            if "fieldPath" in rule:
+                yield rule["fieldPath"]
+        for value in node.values():
+            yield from _field_paths(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _field_paths(value)
+
+
+def test_kube_version_is_what_the_crds_need_and_metadata_is_complete() -> None:
+    metadata = _chart_yaml()
+    # x-kubernetes-validations[].fieldPath is served from Kubernetes 1.28 on.
+    assert any(_field_paths(yaml.safe_load(p.read_text())) for p in (CHART / "files" / "crds").glob("*.yaml"))
+    assert metadata["kubeVersion"] == ">=1.28.0-0"
+    assert all(v >= "1.28" for v in KUBE_VERSIONS)
+    assert metadata["home"] == "https://github.com/aigw-dev/aigw-operator"
+    assert metadata["home"] in metadata["sources"]
+    # The icon is a file of this repository, at the path its raw URL names.
+    prefix = "https://raw.githubusercontent.com/aigw-dev/aigw-operator/main/"
+    assert metadata["icon"].startswith(prefix)
+    icon = REPO / metadata["icon"].removeprefix(prefix)
+    assert icon.is_file() and icon.read_text().lstrip().startswith("<svg")
+
+
+# ------------------------------------------------------------------ aggregated tenant roles
+
+
+def test_aggregated_view_and_edit_roles_cover_every_kind(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole") if aggregated(r)}
+    assert sorted(roles) == ["aigw-aigw-operator-edit", "aigw-aigw-operator-view"]
+    plurals = {info.plural for info in all_kinds()}
+    view, edit = roles["aigw-aigw-operator-view"], roles["aigw-aigw-operator-edit"]
+    assert _rules(view) == {("aigw.dev", p): {"get", "list", "watch"} for p in plurals}
+    assert _rules(edit) == {
+        ("aigw.dev", p): {"get", "list", "watch", "create", "update", "patch", "delete"} for p in plurals
+    }
+    label = "rbac.authorization.k8s.io/aggregate-to-{}"
+    assert view["metadata"]["labels"][label.format("view")] == "true"
+    assert not {label.format("edit"), label.format("admin")} & set(view["metadata"]["labels"])
+    assert (
+        edit["metadata"]["labels"][label.format("edit")] == edit["metadata"]["labels"][label.format("admin")] == "true"
+    )
+    # Bound to nobody by the chart: they only extend view, edit and admin.
+    for binding in of_kind(objects, "ClusterRoleBinding") + of_kind(objects, "RoleBinding"):
+        assert binding["roleRef"]["name"] not in roles
+    # Namespaced installations get them too (they are for tenants, not for the operator).
+    assert len([r for r in of_kind(render(chart, VALUE_SETS["namespaced"]), "ClusterRole") if aggregated(r)]) == 2
+    for off in (VALUE_SETS["no-drain-no-aggregation"], {"rbac": {"create": False}}):
+        assert not [r for r in of_kind(render(chart, off), "ClusterRole") if aggregated(r)]
+
+
+# ------------------------------------------------------------------ the pre-delete hook
+
+
+def _hook(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if is_hook(o)]
+
+
+def _job_args(objects: list[dict[str, Any]]) -> list[str]:
+    [job] = of_kind(_hook(objects), "Job")
+    [main] = job["spec"]["template"]["spec"]["containers"]
+    args: list[str] = [*main["command"][1:], *main["args"]]
+    return args
+
+
+def test_pre_delete_hook_retain_by_default(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    hook = _hook(objects)
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in hook) == [
+        ("ClusterRole", "aigw-aigw-operator-drain"),
+        ("ClusterRoleBinding", "aigw-aigw-operator-drain"),
+        ("Job", "aigw-aigw-operator-drain"),
+        ("Role", "aigw-aigw-operator-drain-stop-operator"),
+        ("RoleBinding", "aigw-aigw-operator-drain-stop-operator"),
+        ("ServiceAccount", "aigw-aigw-operator-drain"),
+    ]
+    for obj in hook:
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        # The ServiceAccount and RBAC first: Helm creates hooks in weight order.
+        assert annotations["helm.sh/hook-weight"] == ("0" if obj["kind"] == "Job" else "-10")
+    [job] = of_kind(hook, "Job")
+    deployment = one(objects, "Deployment")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "aigw-aigw-operator-drain"
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 240 + 60
+    [main] = pod["containers"]
+    assert main["image"] == container(objects)["image"]
+    assert main["securityContext"] == container(objects)["securityContext"]
+    # The Job's pod is no target of the operator's Service, PDB or anti-affinity.
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    # The command line is the CLI's own, stopping this release's Deployment.
+    from aigw_operator.cli import build_parser
+
+    args = build_parser().parse_args(_job_args(objects))
+    assert (args.command, args.policy, args.timeout, args.namespace) == ("drain", "Retain", 240.0, None)
+    assert args.stop_deployment == f"{NAMESPACE}/{deployment['metadata']['name']}"
+    plurals = {info.plural for info in all_kinds()}
+    [role] = of_kind(hook, "ClusterRole")
+    assert _rules(role) == {
+        **{("aigw.dev", p): {"list", "get", "patch"} for p in plurals},
+        ("", "secrets"): {"list", "get", "patch"},
+    }
+    [stop] = of_kind(hook, "Role")
+    assert stop["metadata"]["namespace"] == NAMESPACE
+    assert stop["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": [deployment["metadata"]["name"]],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": [deployment["metadata"]["name"]],
+            "verbs": ["patch"],
+        },
+    ]
+    for binding in of_kind(hook, "ClusterRoleBinding") + of_kind(hook, "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "aigw-aigw-operator-drain", "namespace": NAMESPACE}
+        ]
+
+
+def test_pre_delete_hook_delete_policy_and_watched_namespaces(chart: helm.Chart) -> None:
+    from aigw_operator.cli import build_parser
+
+    objects = render(chart, VALUE_SETS["drain-delete"])
+    args = build_parser().parse_args(_job_args(objects))
+    assert (args.policy, args.timeout, args.stop_deployment) == ("Delete", 600.0, None)
+    assert one(_hook(objects), "Job")["spec"]["activeDeadlineSeconds"] == 660
+    [role] = of_kind(_hook(objects), "ClusterRole")
+    plurals = {info.plural for info in all_kinds()}
+    # Delete leaves the resources' finalizers to the operator, and stops nothing.
+    assert _rules(role) == {
+        **{("aigw.dev", p): {"list", "delete"} for p in plurals},
+        ("", "secrets"): {"list", "get", "patch"},
+    }
+    assert of_kind(_hook(objects), "Role") == []
+
+    namespaced = render(chart, VALUE_SETS["namespaced-drain-delete"])
+    args = build_parser().parse_args(_job_args(namespaced))
+    assert args.namespace == ["team-a", "team-b"]
+    hook = _hook(namespaced)
+    assert of_kind(hook, "ClusterRole") == [] and of_kind(hook, "ClusterRoleBinding") == []
+    assert sorted(r["metadata"]["namespace"] for r in of_kind(hook, "Role")) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in of_kind(hook, "RoleBinding")) == ["team-a", "team-b"]
+
+    assert _hook(render(chart, VALUE_SETS["no-drain-no-aggregation"])) == []
+
+
+# ------------------------------------------------------------------ several installations
+
+
+def test_two_installations_share_the_crds_and_nothing_else(chart: helm.Chart) -> None:
+    """One installation per model registry: the second (and every further) one has
+    crds.install=false, watches its own namespaces, and its objects never collide with the first's."""
+    first = render_release(chart, "registry-a", {"watch": {"namespaces": ["team-a"]}})
+    second = render_release(chart, "registry-b", {"watch": {"namespaces": ["team-b"]}, "crds": {"install": False}})
+    assert len(of_kind(first, "CustomResourceDefinition")) == len(list(all_kinds()))
+    assert of_kind(second, "CustomResourceDefinition") == []
+
+    def names(objects: list[dict[str, Any]]) -> set[tuple[str, str | None, str]]:
+        return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
+
+    assert names(first) & names(second) == set()
+    assert env(first)["AIGW_LEADER_ELECTION__LEASE_NAME"] != env(second)["AIGW_LEADER_ELECTION__LEASE_NAME"]
+    # Both documented where a user looks: the README's Helm section and values.yaml.
+    readme = (REPO / "README.md").read_text()
+    assert "crds.install=false" in readme.split("## Install with Helm", 1)[1].split("\n## ", 1)[0]
+    assert "crds.install=false" in (CHART / "values.yaml").read_text()
+
+
+def render_release(chart: helm.Chart, name: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    manifests = chart.render(values=copy.deepcopy(values), name=name, namespace=NAMESPACE, is_install=True)
+    return [
+        doc
+        for path, text in sorted(manifests.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -16,6 +17,12 @@ class UpstreamSettings(BaseModel):
     api_key: SecretStr | None = Field(
         default=None,
         description="Default API key, used by resources without spec.credentialsSecretRef.",
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the default API key, read again (cached like a Secret) so that a "
+        "rotated key is used without a restart: a mounted Secret, which the kubelet updates in place. "
+        "Wins over api_key.",
     )
     timeout: float = Field(default=10.0, gt=0, description="Seconds per HTTP attempt.")
     max_retries: int = Field(default=3, ge=0)

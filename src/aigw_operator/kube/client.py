@@ -1,10 +1,12 @@
 """A small async Kubernetes API client for what kopf does not do for us:
-reading Secrets, writing status only when it changed, and posting Events."""
+reading Secrets, writing status only when it changed, and posting Events (aggregated as
+client-go's event recorder does: a repeat is a count on the Event already there)."""
 
 from __future__ import annotations
 
 import datetime
 import ssl
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,15 @@ class Connection:
     private_key_path: str | None = None
 
 
+# Events remembered for aggregation, the least recently posted forgotten first (client-go's
+# event correlator keeps 4096 as well).
+EVENT_CACHE_SIZE = 4096
+
+# What makes two Events one: the object (its uid too: a namesake created later is another
+# object), the type, the reason and the message, as client-go's aggregation key has them.
+EventKey = tuple[str, str, str, str, str, str, str]
+
+
 class WriteConflict(Exception):
     """A write made on a precondition (the object's resourceVersion) found the object changed."""
 
@@ -73,6 +84,8 @@ class KubeClient:
         self.component = component
         # client-go's host label: the API server's host[:port].
         self.host = httpx.URL(connection.server).netloc.decode("ascii")
+        # The Event each key was last posted as, and its count.
+        self._events: OrderedDict[EventKey, tuple[str, int]] = OrderedDict()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -174,8 +187,27 @@ class KubeClient:
         return version
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        """Post an Event, or count a repeat on the one posted before (same object, type, reason
+        and message): its ``count`` goes up and ``lastTimestamp`` moves, as ``kubectl describe``
+        shows ("x3 over 10m"), instead of a new object per repeat. Which Event that is lives in
+        this process's memory; after a restart, or once the Event has expired (a 404), the next
+        one is a new Event again."""
         now = datetime.datetime.now(datetime.UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = redact(message)[:1024]
+        key: EventKey = (ref.namespace, ref.kind, ref.name, ref.uid, type_, reason, text)
+        seen = self._events.get(key)
+        if seen is not None:
+            name, count = seen
+            path = f"/api/v1/namespaces/{ref.namespace}/events/{name}"
+            response = await self._send(
+                "PATCH", path, json={"count": count + 1, "lastTimestamp": stamp}, merge_patch=True
+            )
+            if response.status_code != 404:
+                response.raise_for_status()
+                self._remember_event(key, name, int(response.json().get("count") or count + 1))
+                return
+            del self._events[key]  # expired: post it anew
         event = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -189,7 +221,7 @@ class KubeClient:
             },
             "type": type_,
             "reason": reason,
-            "message": redact(message)[:1024],
+            "message": text,
             "source": {"component": self.component},
             "reportingComponent": self.component,
             "reportingInstance": self.component,
@@ -201,3 +233,10 @@ class KubeClient:
         }
         response = await self._send("POST", f"/api/v1/namespaces/{ref.namespace}/events", json=event)
         response.raise_for_status()
+        self._remember_event(key, str(response.json()["metadata"]["name"]), 1)
+
+    def _remember_event(self, key: EventKey, name: str, count: int) -> None:
+        self._events[key] = (name, count)
+        self._events.move_to_end(key)
+        while len(self._events) > EVENT_CACHE_SIZE:
+            self._events.popitem(last=False)

@@ -132,6 +132,10 @@ class Controller:
                 )
                 for kind, adapter in zip(KINDS, adapters, strict=True)
             },
+            default_files={
+                adapter.upstream: settings.upstream(kind.upstream).api_key_file
+                for kind, adapter in zip(KINDS, adapters, strict=True)
+            },
         )
         self.protection = SecretProtection(self.kube)
         self.reconcilers: list[Reconciler[Any, Any, Any]] = [

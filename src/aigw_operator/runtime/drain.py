@@ -10,6 +10,14 @@ still runs, and drain after.
 
 Run it after the operator has stopped (``helm uninstall``, or the Deployment scaled to 0): a
 running operator puts the finalizer straight back. ``verify`` detects exactly that.
+
+The chart's ``pre-delete`` hook runs it while the operator still runs, with a policy
+(:func:`uninstall`): ``Retain`` scales the operator's Deployment to 0 first, then drains until no
+finalizer comes back (the upstream objects are orphaned); ``Delete`` deletes every resource
+and waits, while the operator deletes their upstream objects (per ``deletionPolicy``) and
+releases them, then frees the credentials Secrets nothing refers to any more. Both are
+bounded by a timeout, and fail (exit 1, naming what is left) rather than orphan anything a
+``Delete`` was meant to delete.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ import asyncio
 import os
 import ssl
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import httpx
 
@@ -153,16 +162,34 @@ async def _release(http: httpx.AsyncClient, kind: KindRef, obj: dict[str, Any]) 
     raise RuntimeError(f"{kind.plural} {meta['namespace']}/{meta['name']} kept changing; run drain again")
 
 
+def _scopes(namespace: str | None, namespaces: Sequence[str] | None) -> list[str | None]:
+    """The namespaces to list in (None: all of them, one cluster-wide list)."""
+    if namespaces:
+        return list(dict.fromkeys(namespaces))
+    return [namespace]
+
+
+async def _list_in(http: httpx.AsyncClient, kind: KindRef, scopes: Sequence[str | None]) -> list[dict[str, Any]] | None:
+    found: list[dict[str, Any]] = []
+    for scope in scopes:
+        items = await _list(http, kind, scope)
+        if items is None:
+            return None
+        found += items
+    return found
+
+
 async def drain(
     http: httpx.AsyncClient,
     *,
     namespace: str | None = None,
     kinds: Iterable[KindRef] | None = None,
     dry_run: bool = False,
+    namespaces: Sequence[str] | None = None,
 ) -> DrainReport:
     report = DrainReport(dry_run=dry_run)
     for kind in kinds if kinds is not None else operator_kinds():
-        items = await _list(http, kind, namespace)
+        items = await _list_in(http, kind, _scopes(namespace, namespaces))
         if items is None:
             report.missing_kinds.append(kind.kind)
             continue
@@ -176,12 +203,16 @@ async def drain(
 
 
 async def still_held(
-    http: httpx.AsyncClient, *, namespace: str | None = None, kinds: Iterable[KindRef] | None = None
+    http: httpx.AsyncClient,
+    *,
+    namespace: str | None = None,
+    kinds: Iterable[KindRef] | None = None,
+    namespaces: Sequence[str] | None = None,
 ) -> list[Drained]:
     """Resources that carry the finalizer (again): after a drain, a sign the operator still runs."""
     held: list[Drained] = []
     for kind in kinds if kinds is not None else operator_kinds():
-        for obj in await _list(http, kind, namespace) or []:
+        for obj in await _list_in(http, kind, _scopes(namespace, namespaces)) or []:
             if _held(kind, obj):
                 held.append(_entry(kind, obj))
     return held
@@ -196,6 +227,7 @@ async def run(
     dry_run: bool = False,
     verify_after: float = 2.0,
     out: TextIO | None = None,
+    namespaces: Sequence[str] | None = None,
 ) -> int:
     """The CLI: drain, wait a moment, and fail if a running operator took the finalizers back."""
     stream = out or sys.stdout
@@ -204,7 +236,7 @@ async def run(
         stream.write(line + "\n")
 
     async with client_from_config(kube_api_url, kubeconfig=kubeconfig, context=context) as http:
-        report = await drain(http, namespace=namespace, dry_run=dry_run)
+        report = await drain(http, namespace=namespace, dry_run=dry_run, namespaces=namespaces)
         verb = "would release" if dry_run else "released"
         for item in report.drained:
             note = " (being deleted: goes now, its upstream object is orphaned)" if item.deleting else ""
@@ -215,9 +247,161 @@ async def run(
         if dry_run or not report.drained:
             return 0
         await asyncio.sleep(verify_after)
-        again = await still_held(http, namespace=namespace)
+        again = await still_held(http, namespace=namespace, namespaces=namespaces)
         if again:
             names = ", ".join(f"{i.kind} {i.namespace}/{i.name}" for i in again)
             say(f"the finalizer is back on: {names}. Is the operator still running? Stop it and drain again.")
+            return 1
+    return 0
+
+
+# ---------------------------------------------------------------------- the uninstall hook
+
+Policy = Literal["Delete", "Retain"]
+
+
+class UninstallFailed(Exception):
+    """The policy could not be carried out within the timeout; the message says what is left."""
+
+
+async def stop_deployment(
+    http: httpx.AsyncClient, namespace: str, name: str, *, deadline: float, poll: float = 1.0
+) -> bool:
+    """Scale the operator's Deployment to 0 and wait until its controller reports no pod left
+    running for it (terminating pods are no longer counted, and have been told to stop). False
+    when there is no such Deployment."""
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+    response = await http.patch(
+        f"{path}/scale",
+        json={"spec": {"replicas": 0}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    if response.status_code == 404:
+        return False
+    response.raise_for_status()
+    while True:
+        current = await http.get(path)
+        if current.status_code == 404:
+            return True
+        current.raise_for_status()
+        body = current.json()
+        status = body.get("status") or {}
+        observed = status.get("observedGeneration", 0) >= (body.get("metadata") or {}).get("generation", 0)
+        if observed and not status.get("replicas"):
+            return True
+        if time.monotonic() >= deadline:
+            raise UninstallFailed(f"Deployment {namespace}/{name} still runs {status.get('replicas')} pod(s)")
+        await asyncio.sleep(poll)
+
+
+async def _resources(http: httpx.AsyncClient, scopes: Sequence[str | None]) -> list[tuple[KindRef, dict[str, Any]]]:
+    found: list[tuple[KindRef, dict[str, Any]]] = []
+    for kind in operator_kinds():
+        if kind is SECRETS:
+            continue
+        found += [(kind, obj) for obj in await _list_in(http, kind, scopes) or []]
+    return found
+
+
+def _describe_left(left: list[tuple[KindRef, dict[str, Any]]]) -> str:
+    lines = []
+    for kind, obj in left[:20]:
+        meta = obj["metadata"]
+        ready: dict[str, Any] = next(
+            (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        why = f": {ready.get('reason')}: {ready.get('message')}" if ready.get("reason") else ""
+        lines.append(f"{kind.kind} {meta['namespace']}/{meta['name']}{why}")
+    more = f" (and {len(left) - 20} more)" if len(left) > 20 else ""
+    return "; ".join(lines) + more
+
+
+async def uninstall(
+    http: httpx.AsyncClient,
+    policy: Policy,
+    *,
+    namespaces: Sequence[str] | None = None,
+    timeout: float = 240.0,
+    deployment: tuple[str, str] | None = None,
+    verify_after: float = 2.0,
+    poll: float = 1.0,
+    say: Callable[[str], None] = print,
+) -> None:
+    """What the chart's pre-delete hook does before Helm deletes the operator (see the module's
+    docstring). Raises :class:`UninstallFailed` when the timeout passes first."""
+    deadline = time.monotonic() + timeout
+    scopes = _scopes(None, namespaces)
+    if policy == "Retain":
+        if deployment is not None:
+            namespace, name = deployment
+            if await stop_deployment(http, namespace, name, deadline=deadline, poll=poll):
+                say(f"stopped the operator (Deployment {namespace}/{name} scaled to 0)")
+        total = 0
+        while True:
+            report = await drain(http, namespaces=namespaces)
+            total += len(report.drained)
+            await asyncio.sleep(verify_after)
+            again = await still_held(http, namespaces=namespaces)
+            if not again:
+                say(f"{total} resource(s) released from {FINALIZER}; their upstream objects are orphaned (Retain)")
+                return
+            if time.monotonic() >= deadline:
+                names = ", ".join(f"{i.kind} {i.namespace}/{i.name}" for i in again)
+                raise UninstallFailed(f"the finalizer keeps coming back on: {names}. Is another operator running?")
+    # Delete: the operator, still running, deletes each upstream object and then the finalizer.
+    requested = 0
+    for kind, obj in await _resources(http, scopes):
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue
+        response = await http.delete(_item_path(kind, meta["namespace"], meta["name"]))
+        if response.status_code != 404:
+            response.raise_for_status()
+            requested += 1
+    say(f"deleting {requested} resource(s); the operator deletes their upstream objects per deletionPolicy")
+    while left := await _resources(http, scopes):
+        if time.monotonic() >= deadline:
+            raise UninstallFailed(
+                f"{len(left)} resource(s) not deleted within {timeout:.0f}s, nothing orphaned: {_describe_left(left)}. "
+                "Fix what blocks them and uninstall again, or set drain.policy=Retain to orphan them"
+            )
+        await asyncio.sleep(poll)
+    # No resource is left to need a credentials Secret: free those the operator has not yet.
+    freed = await drain(http, namespaces=namespaces, kinds=[SECRETS])
+    say(f"all resources deleted; {len(freed.drained)} credentials Secret(s) released from {PROTECTION_FINALIZER}")
+
+
+async def run_uninstall(
+    kube_api_url: str | None = None,
+    *,
+    policy: Policy,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    namespaces: Sequence[str] | None = None,
+    timeout: float = 240.0,
+    deployment: tuple[str, str] | None = None,
+    verify_after: float = 2.0,
+    out: TextIO | None = None,
+) -> int:
+    """The CLI's ``drain --policy``: 0 done, 1 not within the timeout (the reason printed)."""
+    stream = out or sys.stdout
+
+    def say(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    async with client_from_config(kube_api_url, kubeconfig=kubeconfig, context=context) as http:
+        try:
+            await uninstall(
+                http,
+                policy,
+                namespaces=namespaces,
+                timeout=timeout,
+                deployment=deployment,
+                verify_after=verify_after,
+                say=say,
+            )
+        except UninstallFailed as exc:
+            say(f"drain --policy {policy} failed: {exc}")
             return 1
     return 0

@@ -92,10 +92,22 @@ app.kubernetes.io/part-of: aigw-operator
 {{- end }}
 {{- end }}
 
-{{/* Whether the chart creates any Secret (for the checksum annotation). */}}
-{{- define "aigw-operator.createsSecrets" -}}
+{{/* Where the upstreams' default keys are mounted, one file per upstream. */}}
+{{- define "aigw-operator.apiKeysDir" -}}
+/etc/aigw-operator/api-keys
+{{- end }}
+
+{{/* The projected volume's sources: each upstream's key Secret (existing or the chart's), its
+     key as a file named after the upstream. YAML, empty when no upstream has a default key. */}}
+{{- define "aigw-operator.apiKeySources" -}}
 {{- range $name, $upstream := .Values.upstreams }}
-{{- include "aigw-operator.createsUpstreamSecret" $upstream }}
+{{- with include "aigw-operator.upstreamSecretName" (dict "root" $ "name" $name "upstream" $upstream) }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: {{ $upstream.apiKey.secretKey }}
+        path: {{ kebabcase $name }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -121,10 +133,11 @@ app.kubernetes.io/part-of: aigw-operator
     - {{ printf "%s/status" . }}
   {{- end }}
   verbs: ["patch"]
-# The operator posts its own Events (kopf's posting is off), and never changes them.
+# The operator posts its own Events (kopf's posting is off); a repeat patches the count and
+# lastTimestamp of the Event it posted before, as client-go's recorder does.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # To read the keys resources name (credentialsSecretRef, secretRef, providerKeys); list and watch
 # only for secretWatch, whose label selector makes the API server send labelled Secrets only;
 # patch for the finalizer that keeps a credentials Secret while resources need it to delete
