@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION
 from aigw_testbed.kubectl import Kube, condition
@@ -137,6 +138,45 @@ async def already_managed(c: Case) -> dict[str, Any]:
     return await c.reason("AlreadyManaged")
 
 
+async def already_exists(c: Case) -> dict[str, Any]:
+    """An object under the same unique key that this resource did not make: left alone."""
+    spec = c.driver.spec()
+    if c.driver.kind == "Model":
+        spec["name"] = "shared-name"  # a Model's registry name is its resource's name otherwise
+    await c.create({**spec, "deletionPolicy": "Orphan"}, name="first")
+    await c.ready(name="first")
+    assert (await c.kube.delete(c.driver.plural, "first")).status_code in (200, 202)
+    await c.kube.wait_gone(c.driver.plural, "first")
+    await c.create(spec)
+    return await c.reason("AlreadyExists")
+
+
+# The Settings field of each driver's upstream, by its make_settings() URL argument.
+UPSTREAM_SETTING = {
+    "baseten_url": "baseten",
+    "ngrok_url": "ngrok",
+    "registry_url": "model_registry",
+    "together_url": "together",
+}
+
+
+async def credentials_not_permitted(c: Case) -> dict[str, Any]:
+    """The operator's default key, in a namespace that may not spend it."""
+    await c.operator.stop()
+    setting = UPSTREAM_SETTING[c.driver.url_setting]
+    settings = make_settings(c.env, **{"baseten_url": "http://127.0.0.1:9", c.driver.url_setting: c.sim.url})
+    scoped = getattr(settings, setting).model_copy(update={"api_key": SecretStr("a-default-key-1234")})
+    runner = OperatorRunner(settings.model_copy(update={"operator_namespace": "aigw-system", setting: scoped}))
+    await runner.start()
+    try:
+        spec = c.driver.spec()
+        spec.pop("credentialsSecretRef", None)
+        await c.create(spec)
+        return await c.reason("CredentialsNotPermitted")
+    finally:
+        await runner.stop()
+
+
 async def deleting(c: Case) -> dict[str, Any]:
     await available(c)
     await c.operator.stop()
@@ -162,19 +202,21 @@ GENERIC: dict[str, tuple[str, Drive]] = {
     "progressing_rate_limited": ("Progressing", rate_limited),
     "degraded_upstream_deleted": ("Degraded", upstream_deleted),
     "degraded_already_managed": ("Degraded", already_managed),
+    "degraded_credentials_not_permitted": ("Degraded", credentials_not_permitted),
     "progressing_deleting": ("Progressing", deleting),
     "degraded_deletion_blocked": ("Degraded", deletion_blocked),
 }
 
 
 async def region_mismatch(c: Case) -> dict[str, Any]:
-    """An endpoint in EU adopted by a resource that says UNRESTRICTED (region is set at creation)."""
+    """An endpoint in EU adopted (named by its id) by a resource that says UNRESTRICTED (region is
+    set at creation)."""
     eu = {**c.driver.spec(), "region": "EU", "deletionPolicy": "Orphan"}
     await c.create(eu, name="eu")
-    await c.ready(name="eu")
+    made = await c.ready(name="eu")
     assert (await c.kube.delete(c.driver.plural, "eu")).status_code in (200, 202)
     await c.kube.wait_gone(c.driver.plural, "eu")
-    await c.create({**c.driver.spec(), "region": "UNRESTRICTED"})
+    await c.create({**c.driver.spec(), "region": "UNRESTRICTED"}, **{EXTERNAL_ID_ANNOTATION: made["status"]["id"]})
     return await c.reason("RegionMismatch")
 
 
@@ -238,8 +280,12 @@ SPECIFIC: dict[str, dict[str, tuple[str, Drive]]] = {
 }
 
 
+# Kinds whose upstream has a unique key another object can already hold (Together has none).
+UNIQUE_KEY: dict[str, tuple[str, Drive]] = {"degraded_already_exists": ("Degraded", already_exists)}
+
+
 def scenarios(kind: str) -> dict[str, tuple[str, Drive]]:
-    return {**GENERIC, **SPECIFIC[kind]}
+    return {**GENERIC, **(UNIQUE_KEY if kind != "DedicatedEndpoint" else {}), **SPECIFIC[kind]}
 
 
 CASES = [(driver, name) for driver in DRIVERS for name in scenarios(driver.kind)]
@@ -310,7 +356,9 @@ def essence(fixture: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mask(message: str) -> str:
-    """Random suffixes the upstreams make (hex, 8 characters or more), then numbers."""
+    """Ids the upstreams make (named as the object of a message or in the annotation that would
+    adopt it), random suffixes (hex, 8 characters or more), then numbers."""
+    message = re.sub(r"(object |external-id=)[A-Za-z0-9_-]+", r"\1ID", message)
     return re.sub(r"\d+(\.\d+)?", "N", re.sub(r"[0-9a-f]{8,}", "H", message))
 
 
