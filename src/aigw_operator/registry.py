@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aigw_operator.base.api import KindInfo
 from aigw_operator.base.settings import Settings
@@ -17,19 +17,13 @@ from aigw_operator.upstreams import baseten, model_registry, ngrok, together
 from aigw_operator.upstreams.http import UpstreamClient
 
 
-class Hooks(Protocol):
-    """What a kind may ask of the controller (GatewayEndpoint: who else uses a Secret key)."""
-
-    def target_secret_users(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool: ...
-
-
 @dataclass(frozen=True)
 class Kind:
     info: KindInfo
     # The upstream's client and its settings (the Settings field, AIGW_<FIELD>__*).
     upstream: str
     new_client: Callable[..., UpstreamClient]
-    adapter: Callable[[UpstreamClient, Settings, Hooks], Adapter[Any, Any, Any]]
+    adapter: Callable[[UpstreamClient, Settings], Adapter[Any, Any, Any]]
 
 
 KINDS: tuple[Kind, ...] = (
@@ -37,29 +31,27 @@ KINDS: tuple[Kind, ...] = (
         gateway_endpoint.INFO,
         "baseten",
         baseten.new_client,
-        lambda http, settings, hooks: gateway_endpoint.GatewayEndpointAdapter(
-            baseten.BasetenClient(http),
-            secret_prefix=settings.baseten_secret_prefix,
-            secret_users=hooks.target_secret_users,
+        lambda http, settings: gateway_endpoint.GatewayEndpointAdapter(
+            baseten.BasetenClient(http), secret_prefix=settings.baseten_secret_prefix
         ),
     ),
     Kind(
         provider.INFO,
         "ngrok",
         ngrok.new_client,
-        lambda http, settings, hooks: provider.ProviderAdapter(ngrok.NgrokClient(http)),
+        lambda http, settings: provider.ProviderAdapter(ngrok.NgrokClient(http)),
     ),
     Kind(
         model.INFO,
         "model_registry",
         model_registry.new_client,
-        lambda http, settings, hooks: model.ModelAdapter(model_registry.ModelRegistryClient(http)),
+        lambda http, settings: model.ModelAdapter(model_registry.ModelRegistryClient(http)),
     ),
     Kind(
         dedicated_endpoint.INFO,
         "together",
         together.new_client,
-        lambda http, settings, hooks: dedicated_endpoint.DedicatedEndpointAdapter(together.TogetherClient(http)),
+        lambda http, settings: dedicated_endpoint.DedicatedEndpointAdapter(together.TogetherClient(http)),
     ),
 )
 

@@ -125,6 +125,41 @@ async def test_shared_secret_is_deleted_with_its_last_user_only(
     assert baseten.secrets == {} and baseten.endpoints == {}
 
 
+async def test_a_secret_stays_for_a_resource_whose_endpoint_does_not_exist_yet(
+    kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    """b refers to the same Secret key as a, but has no endpoint upstream (its slug is held by an
+    endpoint it did not make), so no Baseten endpoint shows the secret in use: the loop's rule
+    that a dependent made from a Secret key is shared by every resource naming that key keeps it."""
+    held = await baseten_endpoint_made_elsewhere(kube_env, "my-org/held")
+    await kube_env.kube.create("GatewayEndpoint", "gatewayendpoints", "a", endpoint_spec("my-org/a"))
+    await kube_env.kube.wait_condition("gatewayendpoints", "a", "Ready", "True")
+    await kube_env.kube.create("GatewayEndpoint", "gatewayendpoints", "b", endpoint_spec("my-org/held"))
+    await kube_env.kube.wait_condition("gatewayendpoints", "b", "Ready", "False", reason="AlreadyExists")
+    assert all(t.get("secret_id") is None for t in baseten.endpoints[held]["targets"])
+    await kube_env.kube.delete("gatewayendpoints", "a")
+    await kube_env.kube.wait_gone("gatewayendpoints", "a")
+    assert list(baseten.secrets) == [baseten_secret(kube_env)], "b still names the key"
+    await kube_env.kube.delete("gatewayendpoints", "b")
+    await kube_env.kube.wait_gone("gatewayendpoints", "b")
+    assert baseten.secrets == {}, "its last user gone, the secret goes too"
+
+
+async def baseten_endpoint_made_elsewhere(env: KubeEnv, slug: str) -> str:
+    """An endpoint nobody here manages: made by a resource then deleted with deletionPolicy Orphan."""
+    spec = {"slug": slug, "targets": [{"provider": "BASETEN", "modelId": "3kZ9xqd"}]}
+    await env.kube.create(
+        "GatewayEndpoint",
+        "gatewayendpoints",
+        "elsewhere",
+        {**spec, "deletionPolicy": "Orphan", "credentialsSecretRef": {"name": "baseten"}},
+    )
+    made = await env.kube.wait_condition("gatewayendpoints", "elsewhere", "Ready", "True")
+    await env.kube.delete("gatewayendpoints", "elsewhere")
+    await env.kube.wait_gone("gatewayendpoints", "elsewhere")
+    return str(made["status"]["id"])
+
+
 async def test_orphaned_endpoint_keeps_its_secret(
     kube_env: KubeEnv, baseten: BasetenSimulator, operator: OperatorRunner, credentials: str
 ) -> None:

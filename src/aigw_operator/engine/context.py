@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, cast
 
@@ -20,7 +20,7 @@ from aigw_operator.base.api import RESYNC_ANNOTATION, SecretKeyRef
 from aigw_operator.base.settings import Settings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.backoff import backoff
-from aigw_operator.engine.contract import Adapter, DesiredT, KubeView, ObservedT, SpecT
+from aigw_operator.engine.contract import Adapter, DesiredT, KubeView, ObservedT, SecretUsers, SpecT
 from aigw_operator.engine.ownership import Claimant, Ownership
 from aigw_operator.engine.reporting import Report, Reporter
 from aigw_operator.engine.resource import KubeWriter, ObjectState, Outcome, Resource
@@ -46,6 +46,7 @@ class Context(Generic[SpecT, DesiredT, ObservedT]):
     reporter: Reporter
     # Which resource manages which upstream object: one upstream object, one resource.
     ownership: Ownership = field(default_factory=Ownership)
+    secret_users: SecretUsers | None = None
 
     # ---------------------------------------------------------------- ownership
 
@@ -97,7 +98,16 @@ class Context(Generic[SpecT, DesiredT, ObservedT]):
             spec_changed=ready is None or ready.get("observedGeneration") != resource.generation,
             read_secret=read_secret,
             deleting=deleting,
+            shared_elsewhere=self._shared_elsewhere(resource),
         )
+
+    def _shared_elsewhere(self, resource: Resource) -> Callable[[SecretKeyRef], bool]:
+        users, kind, ref = self.secret_users, self.adapter.info.kind, resource.ref
+
+        def shared(secret: SecretKeyRef) -> bool:
+            return users is not None and users.refers(kind, ref.namespace, secret, besides=ref.uid)
+
+        return shared
 
     # ---------------------------------------------------------------- reporting
 

@@ -12,8 +12,8 @@ static traits are data. The loop reads both once, when it is built.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from aigw_operator.base.api import KindInfo, SecretKeyRef
@@ -65,6 +65,15 @@ class KubeView:
     spec_changed: bool
     read_secret: ReadSecret
     deleting: bool = False
+    # Whether another live resource of this kind in this namespace refers to this Secret key:
+    # an upstream object made from the key (a Baseten secret) is shared by all of them.
+    shared_elsewhere: Callable[[SecretKeyRef], bool] = field(default=lambda ref: False)
+
+
+class SecretUsers(Protocol):
+    """Who refers to a Secret key: the controller knows every resource, the loop only its own."""
+
+    def refers(self, kind: str, namespace: str, ref: SecretKeyRef, *, besides: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,12 @@ class Adapter(ABC, Generic[SpecT, DesiredT, ObservedT]):
 
     @abstractmethod
     def status_fields(self, observed: ObservedT) -> dict[str, Any]: ...
+
+    async def release(self, api_key: str, desired: DesiredT) -> None:
+        """Delete what ``desire`` put in place upstream for this resource (Baseten secrets made
+        from its Secret keys), once the main object is gone or was never made. Called on every
+        deletion that gets that far, whether or not there was a main object to delete."""
+        return None
 
     def replacement(self, desired: DesiredT, observed: ObservedT) -> Replace | None:
         """Fields only a new object can take (None: everything can change in place)."""

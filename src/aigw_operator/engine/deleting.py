@@ -45,6 +45,8 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
         with contextlib.suppress(NotFound):
             await self.adapter.delete(api_key, desired, upstream_id)
         self.shortcut.drop(api_key, desired, upstream_id)
+        # What the replacement still uses stays: releasing checks who uses each dependent.
+        await self.adapter.release(api_key, desired)
 
     async def _finalize(self, resource: Resource, state: ObjectState) -> Outcome:
         context = self.context
@@ -74,6 +76,7 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
                     # The key's object is someone else's: never delete it from here.
                     message = f"{context.describe(exc.found)} holds this resource's key but was not created by it"
                     await post(resource, state, "Normal", "NothingToDelete", f"{message}; left in place")
+                    await self.adapter.release(api_key, desired)
                     context.release(resource)
                     return Outcome(None)
                 except (InvalidSpec, AccessDenied) as exc:
@@ -96,6 +99,7 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
                         await post(resource, state, *event)
                     await post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
                 self.shortcut.drop(api_key, desired, str(upstream_id))
+            await self.adapter.release(api_key, desired)
             context.release(resource)
             return Outcome(None)
         except CredentialsMissing as exc:

@@ -25,7 +25,16 @@ from aigw_operator.base.settings import Settings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.conditions import Condition
 from aigw_operator.engine.context import Context, Halt, deletion_policy
-from aigw_operator.engine.contract import Adapter, DesiredT, ObservedT, Replace, ReplaceInstead, SpecT, check
+from aigw_operator.engine.contract import (
+    Adapter,
+    DesiredT,
+    ObservedT,
+    Replace,
+    ReplaceInstead,
+    SecretUsers,
+    SpecT,
+    check,
+)
 from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator, NotOurs
 from aigw_operator.engine.deleting import Deleter
 from aigw_operator.engine.ownership import Claimant
@@ -63,13 +72,15 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         settings: Settings,
         *,
         protection: SecretProtection | None = None,
+        secret_users: SecretUsers | None = None,
     ) -> None:
         check(adapter)
         self.adapter = adapter
         self.settings = settings
         self.protection = protection
         self.info = adapter.info
-        self.context = Context(adapter, kube, credentials, settings, Reporter(self.info.kind, kube, settings))
+        reporter = Reporter(self.info.kind, kube, settings)
+        self.context = Context(adapter, kube, credentials, settings, reporter, secret_users=secret_users)
         self.shortcut = ListingShortcut(self.context)
         self.creator = Creator(self.context, self.shortcut)
         self.deleter = Deleter(self.context, self.creator, self.shortcut)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -178,10 +179,6 @@ SECRETS_LISTING_MAX_AGE = 60.0
 SECRET_NAME_MAX = 255
 
 
-class SecretUsers(Protocol):
-    def __call__(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool: ...
-
-
 @dataclass
 class DesiredGatewayEndpoint:
     """The spec with the Baseten secrets its targets refer to put in place."""
@@ -194,6 +191,8 @@ class DesiredGatewayEndpoint:
     stale: list[dict[str, Any]] = field(default_factory=list)
     namespace: str = ""
     uid: str = ""
+    # Whether another GatewayEndpoint refers to a Secret key (then its Baseten secret stays).
+    shared_elsewhere: Callable[[SecretKeyRef], bool] = field(default=lambda ref: False)
 
     @property
     def slug(self) -> str:
@@ -236,12 +235,9 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
         client: BasetenClient,
         *,
         secret_prefix: str = "aigw",
-        secret_users: SecretUsers | None = None,
     ) -> None:
         self.client = client
         self.secret_prefix = secret_prefix
-        # Whether another resource of this operator refers to a Kubernetes Secret key.
-        self.secret_users = secret_users
         self._secrets = Listings()
         # Baseten lists endpoints in full; slugs are unique and Baseten has no idempotency key:
         # the slug is how a create whose response was lost (or a crash before the status write)
@@ -251,7 +247,9 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
 
     async def desire(self, api_key: str, spec: GatewayEndpointSpec, view: KubeView) -> DesiredGatewayEndpoint:
         namespace = view.namespace
-        desired = DesiredGatewayEndpoint(spec, namespace=namespace, uid=view.uid)
+        desired = DesiredGatewayEndpoint(
+            spec, namespace=namespace, uid=view.uid, shared_elsewhere=view.shared_elsewhere
+        )
         recorded = {r.get("name"): dict(r) for r in view.recorded.get("secrets") or ()}
         for index, target in enumerate(spec.targets):
             if target.secret_ref is None:
@@ -289,7 +287,6 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
         """Delete the Baseten secrets no endpoint refers to any more (ours or anyone else's)."""
         if not records:
             return
-        users = self.secret_users
         in_use = {
             target.secret_id
             for endpoint in (await self.list_all(api_key, spec)).values()
@@ -298,7 +295,7 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
         for record in records:
             if record.get("id") in in_use:
                 continue
-            if users is not None and users(spec.namespace, record["secretName"], record["key"], besides=spec.uid):
+            if spec.shared_elsewhere(SecretKeyRef(name=record["secretName"], key=record["key"])):
                 continue
             with contextlib.suppress(NotFound):
                 await self.client.delete_secret(api_key, record["name"])
@@ -357,8 +354,10 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
 
     async def delete(self, api_key: str, spec: DesiredGatewayEndpoint, upstream_id: str) -> list[Event]:
         await self.client.delete(api_key, upstream_id)
-        await self._release_secrets(api_key, spec, spec.secrets + spec.stale)
         return []
+
+    async def release(self, api_key: str, desired: DesiredGatewayEndpoint) -> None:
+        await self._release_secrets(api_key, desired, desired.secrets + desired.stale)
 
     def upstream_id(self, observed: Endpoint) -> str:
         return observed.id

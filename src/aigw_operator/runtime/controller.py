@@ -20,7 +20,7 @@ from typing import Any
 
 from aigw_operator import FINALIZER
 from aigw_operator.base import metrics
-from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION
+from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, SecretKeyRef
 from aigw_operator.base.settings import Settings, UpstreamSettings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.backoff import backoff
@@ -118,7 +118,7 @@ class Controller:
         self.kube = _LazyKube()
         # One client per upstream, shared by the kinds on it.
         self.upstreams = {kind.upstream: _upstream_client(kind, settings.upstream(kind.upstream)) for kind in KINDS}
-        adapters = [kind.adapter(self.upstreams[kind.upstream], settings, self) for kind in KINDS]
+        adapters = [kind.adapter(self.upstreams[kind.upstream], settings) for kind in KINDS]
         self.credentials = Credentials(
             self.kube,
             {
@@ -139,7 +139,7 @@ class Controller:
         )
         self.protection = SecretProtection(self.kube)
         self.reconcilers: list[Reconciler[Any, Any, Any]] = [
-            Reconciler(adapter, self.kube, self.credentials, settings, protection=self.protection)
+            Reconciler(adapter, self.kube, self.credentials, settings, protection=self.protection, secret_users=self)
             for adapter in adapters
         ]
         self.handles: dict[str, _Handle] = {}
@@ -166,18 +166,17 @@ class Controller:
         if handle is not None and handle.kind in self.queues:
             self.queues[handle.kind].schedule(uid, delay)
 
-    def target_secret_users(self, namespace: str, secret_name: str, key: str, *, besides: str) -> bool:
-        """Whether a GatewayEndpoint other than ``besides`` has a target with this secretRef."""
+    def refers(self, kind: str, namespace: str, ref: SecretKeyRef, *, besides: str) -> bool:
+        """Whether a live resource of ``kind`` in ``namespace`` other than ``besides`` names this
+        Secret key anywhere in its spec (any ``*secretRef``)."""
         for uid, handle in self.handles.items():
             meta = handle.body.get("metadata", {})
-            if uid == besides or handle.kind != "GatewayEndpoint" or meta.get("namespace") != namespace:
+            if uid == besides or handle.kind != kind or meta.get("namespace") != namespace:
                 continue
             if meta.get("deletionTimestamp"):
                 continue
-            for target in (handle.body.get("spec") or {}).get("targets") or ():
-                ref = target.get("secretRef") or {}
-                if ref.get("name") == secret_name and ref.get("key", "apiKey") == key:
-                    return True
+            if (ref.name, ref.key) in _secret_keys(handle.body.get("spec")):
+                return True
         return False
 
     def secret_changed(self, namespace: str, name: str) -> None:
@@ -381,6 +380,21 @@ class Controller:
         metrics.reconciled(kind, "success")
         self.forget(uid)
         return None
+
+
+def _secret_keys(value: Any) -> set[tuple[str, str]]:
+    """(name, key) of every ``*SecretRef``/``secretRef`` in a spec, the key defaulted as the CRDs do."""
+    found: set[tuple[str, str]] = set()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key.lower().endswith("secretref") and isinstance(item, Mapping) and item.get("name"):
+                found.add((str(item["name"]), str(item.get("key") or "apiKey")))
+            else:
+                found |= _secret_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _secret_keys(item)
+    return found
 
 
 def _secret_names(value: Any) -> set[str]:
