@@ -69,11 +69,12 @@ def test_operator_wheel_holds_the_operator_only(operator_wheel: zipfile.ZipFile)
 
 def test_image_installs_that_wheel_and_nothing_of_the_testbed() -> None:
     """No Docker engine here: the image is what its Dockerfile can see, and its build context is
-    cut down by .dockerignore to pyproject.toml, README.md and src/ (the testbed is outside src/)."""
+    cut down by .dockerignore to pyproject.toml, README.md, the runtime lock and src/ (the testbed is
+    outside src/)."""
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "testbed" not in dockerfile
     allowed = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
-    assert allowed == ["!pyproject.toml", "!README.md", "!src/"]
+    assert allowed == ["!pyproject.toml", "!README.md", "!requirements/runtime.lock", "!src/"]
     assert not list((REPO / "src").glob("aigw_testbed*")), "the testbed must stay out of src/, which the image copies"
 
 

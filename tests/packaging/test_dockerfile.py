@@ -88,7 +88,38 @@ def test_installs_the_package_from_the_repository(instructions: list[Instruction
     assert {"pyproject.toml", "README.md", "src"} <= sources
     for source in sources:
         assert (REPO / source).exists(), source
-    assert any(i.keyword == "RUN" and re.search(r"pip install \.(\s|$)", i.args) for i in instructions)
+    assert any(i.keyword == "RUN" and re.search(r"pip install --no-deps \.(\s|$)", i.args) for i in instructions)
+
+
+def test_dependencies_come_from_the_lock_with_hashes_only(instructions: list[Instruction]) -> None:
+    """Every pip install is either the hash-checked lock or the operator alone (--no-deps): nothing
+    is resolved at build time, so two builds install the same files."""
+    installs = [i.args for i in instructions if i.keyword == "RUN" and "pip install" in i.args]
+    for command in (part for args in installs for part in args.split("&&") if "pip install" in part):
+        assert "--require-hashes -r requirements/runtime.lock" in command or "--no-deps" in command, command
+    assert any("--require-hashes -r requirements/runtime.lock" in args for args in installs)
+    assert (REPO / "requirements" / "runtime.lock").is_file()
+    # The lock is installed before the sources are copied: its layer outlives source changes.
+    order = [i.args for i in instructions if i.keyword in ("COPY", "RUN")]
+    lock_install = next(n for n, args in enumerate(order) if "--require-hashes" in args)
+    sources = next(n for n, args in enumerate(order) if args.split()[0] == "src")
+    assert lock_install < sources
+
+
+def test_no_pip_in_the_runtime_image(instructions: list[Instruction]) -> None:
+    """The runtime stage runs the build stage's venv, from which pip and setuptools were removed
+    (checked in the build itself), and installs nothing of its own."""
+    build_runs = " && ".join(i.args for i in instructions if i.keyword == "RUN" and i.stage == 0)
+    assert "pip uninstall --yes pip setuptools" in build_runs and "! test -e /opt/venv/bin/pip" in build_runs
+    assert not [i for i in last_stage(instructions) if i.keyword == "RUN" and "pip" in i.args]
+
+
+def test_the_base_image_can_be_pinned_by_digest(instructions: list[Instruction]) -> None:
+    """Both stages start FROM one build argument, so --build-arg PYTHON_IMAGE=<tag>@sha256:<digest>
+    pins both; the Dockerfile says how."""
+    froms = [i.args.split()[0] for i in instructions if i.keyword == "FROM"]
+    assert froms == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    assert "PYTHON_IMAGE=python:3.11-slim@sha256:" in DOCKERFILE.read_text()
 
 
 def test_runs_as_a_numeric_non_root_user(instructions: list[Instruction]) -> None:
@@ -133,4 +164,4 @@ def test_dockerignore_keeps_the_context_minimal() -> None:
     # Everything is excluded first, then only the sources the build copies are let back in.
     assert rules[0] == "**"
     allowed = {line[1:].rstrip("/") for line in rules if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "src"}
+    assert allowed == {"pyproject.toml", "README.md", "requirements/runtime.lock", "src"}
