@@ -123,10 +123,16 @@ async def test_the_id_is_recorded_in_metadata_so_a_restore_without_status_create
     resource restored from a backup without its status (the annotation kept) finds its object."""
     sim = simulators[kind.sim]
     await kube_env.kube.create(kind.kind, kind.plural, "made", kind.make())
-    obj = await kube_env.kube.wait_condition(kind.plural, "made", "Ready", "True", timeout=20)
-    annotations = obj["metadata"].get("annotations") or {}
-    assert annotations.get(EXTERNAL_ID) == obj["status"]["id"]
-    assert "aigw.dev/create-pending" not in annotations
+    await kube_env.kube.wait_condition(kind.plural, "made", "Ready", "True", timeout=20)
+
+    def recorded(obj: dict[str, Any] | None) -> bool:
+        # Written right after the status (the id is known only once the create is answered).
+        annotations = (obj or {}).get("metadata", {}).get("annotations") or {}
+        return bool(obj) and annotations.get(EXTERNAL_ID) == obj["status"].get("id")  # type: ignore[index]
+
+    obj = await kube_env.kube.wait_for(kind.plural, "made", recorded, timeout=5)
+    assert obj is not None
+    assert "aigw.dev/create-pending" not in (obj["metadata"].get("annotations") or {})
     # The restore: the same object, its status gone (a restore tool creates it anew). Let go of
     # the first one without touching upstream, as a cluster that is rebuilt does.
     response = await kube_env.kube.patch_spec(kind.plural, "made", {"deletionPolicy": "Orphan"})

@@ -119,17 +119,22 @@ async def test_empty_models_clears_and_absent_models_leaves_alone(
     assert obj["status"].get("models", []) == []
 
 
-async def test_a_provider_with_the_same_provider_id_made_by_hand_is_not_taken_over(
-    kube_env: KubeEnv, ngrok: NgrokSimulator, operator: OperatorRunner, credentials: str
-) -> None:
-    """Nothing shows this resource made it: AlreadyExists naming it, and not one write to it."""
+async def provider_made_by_hand(ngrok: NgrokSimulator) -> str:
+    """A provider with the spec's providerId that no resource made; the simulator's counts reset."""
     async with ngrok_client(ngrok) as http:
         response = await http.post(
             PROVIDERS, json={"providerId": "internal-vllm", "name": "by hand", "baseUrl": "http://vllm.internal"}
         )
         assert response.status_code == 201
-    by_hand = only(ngrok)["id"]
     ngrok.reset_counts()
+    return str(only(ngrok)["id"])
+
+
+async def test_a_provider_with_the_same_provider_id_made_by_hand_is_not_taken_over(
+    kube_env: KubeEnv, ngrok: NgrokSimulator, operator: OperatorRunner, credentials: str
+) -> None:
+    """Nothing shows this resource made it: AlreadyExists naming it, and not one write to it."""
+    by_hand = await provider_made_by_hand(ngrok)
     await kube_env.kube.create(KIND, PLURAL, "vllm", spec())
     obj = await kube_env.kube.wait_condition(PLURAL, "vllm", "Ready", "False", reason="AlreadyExists")
     message = condition(obj, "Ready")["message"]  # type: ignore[index]
@@ -147,13 +152,7 @@ async def test_a_provider_with_the_same_provider_id_made_by_hand_is_not_taken_ov
 async def test_a_provider_named_by_external_id_is_adopted_and_kept_on_delete(
     kube_env: KubeEnv, ngrok: NgrokSimulator, operator: OperatorRunner, credentials: str
 ) -> None:
-    async with ngrok_client(ngrok) as http:
-        response = await http.post(
-            PROVIDERS, json={"providerId": "internal-vllm", "name": "by hand", "baseUrl": "http://vllm.internal"}
-        )
-        assert response.status_code == 201
-    by_hand = only(ngrok)["id"]
-    ngrok.reset_counts()
+    by_hand = await provider_made_by_hand(ngrok)
     await kube_env.kube.create(KIND, PLURAL, "vllm", spec(), annotations={"aigw.dev/external-id": by_hand})
     obj = await kube_env.kube.wait_condition(PLURAL, "vllm", "Ready", "True")
     assert obj["status"]["id"] == by_hand and obj["status"]["adopted"] is True

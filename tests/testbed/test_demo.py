@@ -24,16 +24,21 @@ REPO = Path(__file__).resolve().parents[2]
 KEYS = ("demo-baseten-key", "demo-ngrok-key", "sk-demo-not-a-real-key", "demo-together-key", "demo-registry-key")
 
 
-def test_demo_converges_every_example() -> None:
+def run_demo(cwd: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "aigw_testbed.cli", "demo", "--timeout", "60"],
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_demo_converges_every_example() -> None:
+    result = run_demo(REPO)
     assert "All 5 resources are Ready." in result.stdout
     for key in KEYS:
         assert key not in result.stdout + result.stderr
@@ -215,14 +220,6 @@ def test_testbed_command_describes_the_demo_and_refuses_a_kubeconfig_without_kee
 
 def test_demo_from_another_directory_uses_the_packaged_examples(tmp_path: Path) -> None:
     """The demo needs no checkout as its working directory: examples and specs are package data."""
-    result = subprocess.run(
-        [sys.executable, "-m", "aigw_testbed.cli", "demo", "--timeout", "60"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_demo(tmp_path)
     applied = set(re.findall(r"^applied (\w+)/", result.stdout, re.M))
     assert {"GatewayEndpoint", "Provider", "Model", "DedicatedEndpoint"} <= applied, result.stdout
