@@ -126,7 +126,7 @@ async def test_chart_rbac_is_exactly_what_the_operator_uses(
     credentials: str,
 ) -> None:
     """The operator as the chart runs it in each mode: watch.namespaces empty (AIGW_NAMESPACES
-    unset, a ClusterRole) or listing the namespace (a Role there, nothing at cluster scope)."""
+    unset, a ClusterRole) or listing the namespace (a Role there; at cluster scope only the metrics reviews)."""
     if kube_env.emulator is None:
         pytest.fail("needs the emulator: it records which client made which request")
     namespaces = [kube_env.kube.namespace] if mode == "namespaced" else []

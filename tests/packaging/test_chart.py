@@ -799,7 +799,8 @@ def test_rbac_cluster_wide(chart: helm.Chart) -> None:
 def test_rbac_namespaced(chart: helm.Chart) -> None:
     objects = operator_objects(render(chart, VALUE_SETS["namespaced"]))
     assert json.loads(env(objects)["AIGW_NAMESPACES"]) == ["team-a", "team-b"]
-    # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs.
+    # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs (the
+    # metrics reviews' ClusterRole, left out by operator_objects, grants no object).
     assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
     roles = _without_lease_rbac(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]

@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]] = Field(
         default_factory=list,
         description="Watched namespaces, by exact name; empty = all. Named, the operator needs no "
-        "cluster-scoped permission (the chart then grants a Role per namespace).",
+        "cluster-scoped permission on objects (the chart then grants a Role per namespace; only /metrics' "
+        "TokenReviews and SubjectAccessReviews are cluster-level).",
     )
     resync_interval: float = Field(default=300.0, gt=0, description="Seconds between drift checks.")
     resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Fraction of random spread.")
