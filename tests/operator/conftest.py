@@ -326,6 +326,9 @@ def make_settings(
         # The test's namespace stands for the operator's own: the one allowed the default keys.
         "operator_namespace": env.kube.namespace,
         "metrics_port": 0,  # one /metrics server per process, on a free port
+        # Open, as a local run: tests/scrape.py reads it without a token. The access checks have
+        # their own tests (tests/operator/test_metrics_access.py).
+        "metrics_auth": "none",
         "resync_interval": 30.0,
         "short_poll_interval": 0.5,
         "credentials_retry_interval": 0.3,

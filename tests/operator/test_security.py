@@ -11,13 +11,14 @@ from typing import Any
 import helm_python as helm
 import pytest
 
+from aigw_operator.base import metrics
 from aigw_operator.base.settings import LeaderElectionSettings
 from aigw_testbed.simulators.baseten import BasetenSimulator
 from aigw_testbed.simulators.model_registry import ModelRegistrySimulator
 from aigw_testbed.simulators.ngrok import NgrokSimulator
 from aigw_testbed.simulators.together import TogetherSimulator
 from tests.conftest import OPENAI_KEY, record_summary
-from tests.operator import test_dedicated_endpoint, test_model, test_provider
+from tests.operator import test_dedicated_endpoint, test_metrics_access, test_model, test_provider
 from tests.operator.conftest import KubeEnv, OperatorRunner, make_settings
 from tests.operator.test_managed_secrets import endpoint_spec
 from tests.packaging.test_chart import CHART, NAMESPACE, _rules, env, render
@@ -125,7 +126,7 @@ async def test_chart_rbac_is_exactly_what_the_operator_uses(
     credentials: str,
 ) -> None:
     """The operator as the chart runs it in each mode: watch.namespaces empty (AIGW_NAMESPACES
-    unset, a ClusterRole) or listing the namespace (a Role there, nothing at cluster scope)."""
+    unset, a ClusterRole) or listing the namespace (a Role there; at cluster scope only the metrics reviews)."""
     if kube_env.emulator is None:
         pytest.fail("needs the emulator: it records which client made which request")
     namespaces = [kube_env.kube.namespace] if mode == "namespaced" else []
@@ -140,16 +141,30 @@ async def test_chart_rbac_is_exactly_what_the_operator_uses(
         identity="rbac-proof",
     )
     assert election.enabled and election.lease_namespace == NAMESPACE
+    # /metrics as the chart serves it: Prometheus' scrapes cost the operator a TokenReview and a
+    # SubjectAccessReview (its ClusterRole <fullname>-metrics-auth).
+    assert chart_env["AIGW_METRICS_AUTH"] == "kubernetes"
+    kube_env.emulator.tokens[test_metrics_access.READER_TOKEN] = test_metrics_access.PROMETHEUS
+    kube_env.emulator.allowed.add((test_metrics_access.PROMETHEUS["username"], "get", "/metrics"))
     settings = make_settings(
-        kube_env, baseten.url, ngrok.url, registry.url, together.url, namespaces=namespaces, leader_election=election
+        kube_env,
+        baseten.url,
+        ngrok.url,
+        registry.url,
+        together.url,
+        namespaces=namespaces,
+        leader_election=election,
+        metrics_auth=chart_env["AIGW_METRICS_AUTH"],
     )
     # Cluster-wide only on the emulator (checked above), which holds this test's objects alone.
     operator = OperatorRunner(settings, cluster_wide=not namespaces)
     await operator.start()
     try:
         await _full_lifecycle(kube_env, baseten)
+        assert (await test_metrics_access.get_metrics(test_metrics_access.READER_TOKEN)).status_code == 200
     finally:
         await operator.stop()  # its last requests (watch ends, cleanup) count too
+        metrics.set_gate(None)
     used: dict[tuple[str | None, str, str], set[str]] = {}
     clients = set()
     for (client, verb, group, plural, subresource, namespace), _ in kube_env.emulator.access().items():

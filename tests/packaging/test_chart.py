@@ -110,6 +110,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         }
     },
     "metrics-service-off": {"metrics": {"enabled": False}},
+    "metrics-open": {"metrics": {"auth": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+    "metrics-reader-secret-token": {
+        "watch": {"namespaces": ["team-a"]},
+        "metrics": {
+            "reader": {"subjects": [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}]},
+            "serviceMonitor": {
+                "enabled": True,
+                "authorization": {"type": "Bearer", "credentials": {"name": "prom-token", "key": "token"}},
+            },
+        },
+    },
     "paused-no-rbac": {"replicaCount": 0, "rbac": {"create": False}, "serviceAccount": {"create": False}},
     "single-without-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
     "three-replicas-spread": {
@@ -163,10 +174,15 @@ def aggregated(obj: dict[str, Any]) -> bool:
     return any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels)
 
 
+def metrics_auth(obj: dict[str, Any]) -> bool:
+    """The RBAC of /metrics' access checks: the operator's reviews and the scrapers' reader role."""
+    return (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "metrics-auth"
+
+
 def operator_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the operator itself runs with: without the pre-delete hook's objects and the
-    aggregated tenant roles (tested on their own below)."""
-    return [o for o in objects if not is_hook(o) and not aggregated(o)]
+    """What the operator itself runs with: without the pre-delete hook's objects, the
+    aggregated tenant roles and the metrics access RBAC (each tested on their own below)."""
+    return [o for o in objects if not is_hook(o) and not aggregated(o) and not metrics_auth(o)]
 
 
 def key_files(objects: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
@@ -278,6 +294,8 @@ def test_defaults_deployment(chart: helm.Chart) -> None:
         "AIGW_LOG_LEVEL": "INFO",
         "AIGW_LOG_FORMAT": "json",
         "AIGW_METRICS_PORT": "9090",
+        "AIGW_METRICS_AUTH": "kubernetes",
+        "AIGW_METRICS_AUTH_CACHE_TTL": "10",
         "AIGW_SECRET_LABEL_SELECTOR": "aigw.dev/watch=true",
         "AIGW_BASETEN__BASE_URL": "https://api.baseten.co",
         "AIGW_NGROK__BASE_URL": "https://api.ngrok.ai",
@@ -314,7 +332,15 @@ def test_metrics_port_service_and_service_monitor(chart: helm.Chart, monkeypatch
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert monitor["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+        {
+            "port": "metrics",
+            "path": "/metrics",
+            "interval": "30s",
+            "scrapeTimeout": "10s",
+            # /metrics wants a bearer token by default: Prometheus' own, over plain http.
+            "scheme": "http",
+            "bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        }
     ]
     # Without the Service the operator still serves metrics, and no ServiceMonitor is rendered.
     objects = render(chart, {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
@@ -728,6 +754,8 @@ def test_existing_secret_for_one_upstream_and_value_for_another(chart: helm.Char
 def _rules(obj: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     result: dict[tuple[str, str], set[str]] = {}
     for rule in obj["rules"]:
+        if "nonResourceURLs" in rule:
+            continue
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 result.setdefault((group, resource), set()).update(rule["verbs"])
@@ -771,7 +799,8 @@ def test_rbac_cluster_wide(chart: helm.Chart) -> None:
 def test_rbac_namespaced(chart: helm.Chart) -> None:
     objects = operator_objects(render(chart, VALUE_SETS["namespaced"]))
     assert json.loads(env(objects)["AIGW_NAMESPACES"]) == ["team-a", "team-b"]
-    # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs.
+    # Nothing at cluster scope: with named namespaces kopf scans neither namespaces nor CRDs (the
+    # metrics reviews' ClusterRole, left out by operator_objects, grants no object).
     assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
     roles = _without_lease_rbac(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
@@ -851,7 +880,8 @@ def test_no_lease_rbac_without_election_or_rbac(chart: helm.Chart) -> None:
 def test_rbac_has_no_wildcards(chart: helm.Chart, name: str) -> None:
     for obj in render(chart, VALUE_SETS[name]):
         for rule in obj.get("rules", []) if obj["kind"] in ("Role", "ClusterRole") else []:
-            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+            assert "*" not in rule["verbs"] and "*" not in rule.get("resources", [])
+            assert "*" not in rule.get("apiGroups", []) and "*" not in rule.get("nonResourceURLs", [])
 
 
 # ------------------------------------------------------------------ CRDs
@@ -1252,3 +1282,62 @@ def render_release(chart: helm.Chart, name: str, values: dict[str, Any]) -> list
         for doc in yaml.safe_load_all(text)
         if doc
     ]
+
+
+# ------------------------------------------------------------------ /metrics access
+
+
+def test_metrics_access_rbac_in_both_modes(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator may create TokenReviews and SubjectAccessReviews (cluster-level APIs: a
+    ClusterRole even when it watches named namespaces only), and nothing else through them; the
+    reader role is what a scraper is bound to."""
+    for values in ({}, VALUE_SETS["namespaced"]):
+        objects = render(chart, values)
+        assert env(objects)["AIGW_METRICS_AUTH"] == "kubernetes"
+        assert _settings(chart, values, monkeypatch).metrics_auth == "kubernetes"
+        assert _settings(chart, values, monkeypatch).metrics_auth_cache_ttl == 10
+        roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole") if metrics_auth(r)}
+        assert sorted(roles) == ["aigw-aigw-operator-metrics-auth", "aigw-aigw-operator-metrics-reader"]
+        assert roles["aigw-aigw-operator-metrics-auth"]["rules"] == [
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        ]
+        assert roles["aigw-aigw-operator-metrics-reader"]["rules"] == [
+            {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}
+        ]
+        bindings = [b for b in of_kind(objects, "ClusterRoleBinding") if metrics_auth(b)]
+        assert [b["metadata"]["name"] for b in bindings] == ["aigw-aigw-operator-metrics-auth"]
+        account = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        assert bindings[0]["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "aigw-aigw-operator-metrics-auth",
+        }
+        assert bindings[0]["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    # The reader role bound to the subjects given, and the monitor's token from a Secret instead.
+    objects = render(chart, VALUE_SETS["metrics-reader-secret-token"])
+    [reader] = [b for b in of_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"].endswith("-metrics-reader")]
+    assert reader["roleRef"]["name"] == "aigw-aigw-operator-metrics-reader"
+    assert reader["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}]
+    [endpoint] = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "prom-token", "key": "token"}}
+    assert "bearerTokenFile" not in endpoint
+
+
+def test_metrics_auth_off_is_open_and_asks_nothing(chart: helm.Chart, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render(chart, VALUE_SETS["metrics-open"])
+    assert env(objects)["AIGW_METRICS_AUTH"] == "none"
+    assert _settings(chart, VALUE_SETS["metrics-open"], monkeypatch).metrics_auth == "none"
+    # No review permission and no token sent; the reader role stays, for when it is turned on.
+    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole") if metrics_auth(r)] == [
+        "aigw-aigw-operator-metrics-reader"
+    ]
+    assert not [b for b in of_kind(objects, "ClusterRoleBinding") if metrics_auth(b)]
+    [endpoint] = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert not {"bearerTokenFile", "authorization", "scheme"} & set(endpoint)
+    # Without RBAC from the chart, none of it.
+    objects = render(chart, {"rbac": {"create": False}})
+    assert not [o for o in objects if metrics_auth(o)]
+    # The values file says it loudly.
+    values = (CHART / "values.yaml").read_text()
+    assert "!!! OFF (false) SERVES /metrics TO ANYONE WHO CAN REACH THE POD'S PORT" in values

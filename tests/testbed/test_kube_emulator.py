@@ -1080,3 +1080,66 @@ async def test_write_order_knob(
         assert seen == [written], "the event carries the write's resourceVersion"
         assert order == expected, (attempt, order)
     assert rv(created) < emulator.resource_version
+
+
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+def access_review(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+
+
+async def test_token_reviews_answer_from_the_policy_and_store_nothing(
+    client: httpx.AsyncClient, emulator: KubeEmulator
+) -> None:
+    """As the API server: create only, 201 with the request's spec and a status, never stored
+    (no list, get or watch), and a token outside the policy is not authenticated."""
+    user = {"username": "system:serviceaccount:monitoring:prometheus", "uid": "u-1", "groups": ["system:authenticated"]}
+    emulator.tokens["good-token"] = user
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "good-token"}}
+    response = await client.post(TOKEN_REVIEWS, json=body)
+    assert response.status_code == 201, response.text
+    review = response.json()
+    assert review["apiVersion"] == "authentication.k8s.io/v1" and review["kind"] == "TokenReview"
+    assert review["spec"] == {"token": "good-token"}
+    assert review["status"]["authenticated"] is True and review["status"]["user"] == user
+    unknown = (await client.post(TOKEN_REVIEWS, json={**body, "spec": {"token": "other"}})).json()["status"]
+    assert "authenticated" not in unknown and unknown["user"] == {} and unknown["error"]
+    assert (await client.post(TOKEN_REVIEWS, json={**body, "spec": {}})).status_code == 400
+    for method, url in (("GET", TOKEN_REVIEWS), ("GET", f"{TOKEN_REVIEWS}/x"), ("DELETE", f"{TOKEN_REVIEWS}/x")):
+        assert (await client.request(method, url)).status_code == 405, (method, url)
+    resources = (await client.get("/apis/authentication.k8s.io/v1")).json()["resources"]
+    assert [(r["name"], r["namespaced"], r["verbs"]) for r in resources] == [("tokenreviews", False, ["create"])]
+    assert emulator.list_objects("authentication.k8s.io", "tokenreviews") == []
+    assert emulator.access()[("python-httpx", "create", "authentication.k8s.io", "tokenreviews", None, None)] == 3
+
+
+async def test_subject_access_reviews_allow_what_the_policy_lists(
+    client: httpx.AsyncClient, emulator: KubeEmulator
+) -> None:
+    emulator.allowed = {("alice", "get", "/metrics"), ("metrics-readers", "get", "/healthz")}
+
+    async def allowed(spec: dict[str, Any]) -> bool:
+        response = await client.post(ACCESS_REVIEWS, json=access_review(spec))
+        assert response.status_code == 201, response.text
+        assert response.json()["spec"] == spec
+        return bool(response.json()["status"]["allowed"])
+
+    assert await allowed({"user": "alice", "nonResourceAttributes": {"path": "/metrics", "verb": "get"}})
+    assert not await allowed({"user": "alice", "nonResourceAttributes": {"path": "/metrics", "verb": "post"}})
+    assert not await allowed({"user": "bob", "nonResourceAttributes": {"path": "/metrics", "verb": "get"}})
+    groups = {"user": "bob", "groups": ["metrics-readers"]}
+    assert await allowed({**groups, "nonResourceAttributes": {"path": "/healthz", "verb": "get"}})
+    resource = {"verb": "get", "resource": "secrets", "namespace": "default"}
+    assert not await allowed({"user": "alice", "resourceAttributes": resource})
+    # Validation, as the API server's: someone to ask about, and exactly one kind of attributes.
+    for spec in (
+        {"nonResourceAttributes": {"path": "/metrics", "verb": "get"}},
+        {"user": "alice"},
+        {"user": "alice", "resourceAttributes": resource, "nonResourceAttributes": {"path": "/", "verb": "get"}},
+    ):
+        response = await client.post(ACCESS_REVIEWS, json=access_review(spec))
+        assert response.status_code == 422 and response.json()["reason"] == "Invalid", spec
+    assert (await client.get(ACCESS_REVIEWS)).status_code == 405
+    assert emulator.list_objects("authorization.k8s.io", "subjectaccessreviews") == []

@@ -23,18 +23,23 @@ Label values are bounded: kinds, reasons, upstream names, HTTP methods, route te
 URLs with ids), status codes and hosts. Nothing is per object: the gauges of resources and of
 work queues are counted when scraped from the controllers and queues that run, so a resource
 that goes, however it goes, is no longer counted, and a stopped controller leaves no series.
+
+Who may read them: every request passes the process's gate first (``set_gate``), which in a
+cluster asks the API server (runtime/metrics_access.py: TokenReview, then SubjectAccessReview).
 """
 
 from __future__ import annotations
 
 import collections
+import socketserver
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Generic, Protocol, Self, TypeVar
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -391,14 +396,66 @@ def observe_retry(upstream: str, method: str, route: str, reason: str, delay: fl
         RATE_LIMIT_WAIT_SECONDS.labels(upstream).inc(delay)
 
 
-_server_lock = threading.Lock()
-_server: WSGIServer | None = None
+# Decides each request before it is served: (method, path, the Authorization header or None) ->
+# None to serve it, or the (HTTP status, message) to refuse it with. Called in the server's
+# threads, one per request.
+Gate = Callable[[str, str, str | None], tuple[int, str] | None]
+
+
+@dataclass
+class _Serving:
+    """The process's one metrics server and its gate."""
+
+    lock: threading.Lock
+    server: WSGIServer | None = None
+    gate: Gate | None = None
+
+
+_serving = _Serving(threading.Lock())
+
+
+def set_gate(gate: Gate | None) -> None:
+    """Who may read /metrics from now on (None: anyone who can reach the port). Set it before
+    ``serve``, so that no request is served before the gate is there."""
+    _serving.gate = gate
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: a scrape every few seconds is noise."""
+
+
+_exposition = make_wsgi_app(REGISTRY)
+
+
+def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    current = _serving.gate
+    if current is not None:
+        refusal = current(
+            str(environ.get("REQUEST_METHOD") or "GET"),
+            str(environ.get("PATH_INFO") or "/"),
+            environ.get("HTTP_AUTHORIZATION"),
+        )
+        if refusal is not None:
+            status, message = refusal
+            headers = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
+            if status == HTTPStatus.UNAUTHORIZED:
+                headers.append(("WWW-Authenticate", 'Bearer realm="metrics"'))
+            start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+            return [f"{message}\n".encode()]
+    result: Iterable[bytes] = _exposition(environ, start_response)
+    return result
 
 
 def serve(port: int, address: str = "0.0.0.0") -> int:
-    """Serve /metrics once per process; the port actually bound."""
-    global _server
-    with _server_lock:
-        if _server is None:
-            _server, _ = start_http_server(port, addr=address)
-        return int(_server.server_port)
+    """Serve /metrics once per process, behind the gate (``set_gate``); the port actually bound."""
+    with _serving.lock:
+        if _serving.server is None:
+            server = make_server(address, port, _app, _Server, handler_class=_QuietHandler)
+            threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+            _serving.server = server
+        return int(_serving.server.server_port)

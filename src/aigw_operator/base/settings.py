@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]] = Field(
         default_factory=list,
         description="Watched namespaces, by exact name; empty = all. Named, the operator needs no "
-        "cluster-scoped permission (the chart then grants a Role per namespace).",
+        "cluster-scoped permission on objects (the chart then grants a Role per namespace; only /metrics' "
+        "TokenReviews and SubjectAccessReviews are cluster-level).",
     )
     resync_interval: float = Field(default=300.0, gt=0, description="Seconds between drift checks.")
     resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Fraction of random spread.")
@@ -146,6 +147,16 @@ class Settings(BaseSettings):
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
     metrics_port: int | None = Field(
         default=9090, ge=0, le=65535, description="Serve Prometheus /metrics on this port; None disables it."
+    )
+    metrics_auth: Literal["kubernetes", "none"] = Field(
+        default="kubernetes",
+        description="Who may read /metrics. kubernetes: a bearer token the API server authenticates "
+        "(TokenReview) whose user may get the non-resource URL /metrics (SubjectAccessReview), as "
+        "controller-runtime serves metrics; 401/403 otherwise. none: anyone who reaches the port, "
+        "for local runs only (in a cluster every pod could read them).",
+    )
+    metrics_auth_cache_ttl: float = Field(
+        default=10.0, ge=0, description="Seconds a token's TokenReview and a user's SubjectAccessReview are reused."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -125,6 +125,30 @@ class KubeClient:
             response.raise_for_status()
         return True
 
+    # ------------------------------------------------------------------ Reviews (/metrics access)
+
+    async def review_token(self, token: str) -> Mapping[str, Any]:
+        """A TokenReview's status: whom the API server says the bearer ``token`` belongs to
+        (``authenticated``, ``user``), as controller-runtime's secure metrics serving asks it."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        response = await self._send("POST", "/apis/authentication.k8s.io/v1/tokenreviews", json=body)
+        response.raise_for_status()
+        status: Mapping[str, Any] = response.json().get("status") or {}
+        return status
+
+    async def review_access(self, user: Mapping[str, Any], verb: str, path: str) -> Mapping[str, Any]:
+        """A SubjectAccessReview's status (``allowed``, ``reason``): may ``user`` (a TokenReview's
+        status.user) ``verb`` the non-resource URL ``path``?"""
+        spec: dict[str, Any] = {"nonResourceAttributes": {"path": path, "verb": verb}}
+        for ours, theirs in (("user", "username"), ("uid", "uid"), ("groups", "groups"), ("extra", "extra")):
+            if user.get(theirs):
+                spec[ours] = user[theirs]
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        response = await self._send("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", json=body)
+        response.raise_for_status()
+        status: Mapping[str, Any] = response.json().get("status") or {}
+        return status
+
     # ------------------------------------------------------------------ Leases (leader election)
 
     def _lease_path(self, namespace: str, name: str | None = None) -> str:

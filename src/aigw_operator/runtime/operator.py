@@ -23,6 +23,7 @@ from aigw_operator.kube.client import Connection, KubeClient
 from aigw_operator.runtime.controller import Controller
 from aigw_operator.runtime.health import Health
 from aigw_operator.runtime.leader import LeaderElector
+from aigw_operator.runtime.metrics_access import MetricsAccess
 
 _tempfiles: list[Any] = []
 
@@ -186,7 +187,15 @@ async def run(
     the Lease first: a standby runs no kopf at all, so it writes nothing to any resource; and
     stop at once, fenced, if the Lease cannot be renewed (LeadershipLost)."""
     controller = Controller(settings)
+    metrics_client: KubeClient | None = None
     if settings.metrics_port is not None:
+        # The gate first: no request is served before it is in place.
+        if settings.metrics_auth == "kubernetes":
+            metrics_client = KubeClient(_lease_connection(settings))
+            loop = asyncio.get_running_loop()
+            metrics.set_gate(MetricsAccess(metrics_client, loop, ttl=settings.metrics_auth_cache_ttl))
+        else:
+            metrics.set_gate(None)
         metrics.serve(settings.metrics_port)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_relay_stop(stop_flag, stop))] if stop_flag is not None else []
@@ -238,9 +247,16 @@ async def run(
             await elector.release()
         if lease_client is not None:
             await lease_client.aclose()
+        if metrics_client is not None:
+            metrics.set_gate(_stopped)  # still closed: nothing left to ask the API server with
+            await metrics_client.aclose()
         await health.stop()
     if lost:
         raise LeadershipLost("the Lease could not be renewed within the renew deadline; stopped")
+
+
+def _stopped(method: str, path: str, authorization: str | None) -> tuple[int, str]:
+    return 503, "the operator has stopped"
 
 
 async def _relay_stop(flag: asyncio.Event | threading.Event, stop: asyncio.Event) -> None:

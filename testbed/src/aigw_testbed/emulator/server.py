@@ -141,7 +141,13 @@ _BUILTINS: tuple[ResourceType, ...] = (
     ),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
     ResourceType("events.k8s.io", "v1", "events", "Event", True, "event", ("ev",)),
+    # Reviews: create only, answered from ``KubeEmulator.tokens`` and ``allowed``, never stored.
+    ResourceType("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, "tokenreview"),
+    ResourceType(
+        "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, "subjectaccessreview"
+    ),
 )
+_REVIEWS = frozenset({("authentication.k8s.io", "tokenreviews"), ("authorization.k8s.io", "subjectaccessreviews")})
 
 
 #: ``KubeEmulator.on_write``: (resource type, watch event type, the object as stored, a copy).
@@ -662,6 +668,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
     # the write, after the store and the watch queues are updated and before the response: keep it
     # cheap, and record rather than raise (an exception reaches the writer, the write stays stored).
     on_write: WriteHook | None = None
+    # The authentication and authorisation policy the review APIs answer from: a bearer token ->
+    # the user it authenticates as ({"username": ..., "uid": ..., "groups": [...]}), and the
+    # (user or group, verb, non-resource path) triples a SubjectAccessReview allows. Callers of
+    # the emulator itself are never authenticated: only the reviews read these.
+    tokens: dict[str, JSON] = attrs.field(factory=dict)
+    allowed: set[tuple[str, str, str]] = attrs.field(factory=set)
 
     _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _store: dict[tuple[str, str], dict[tuple[str | None, str], JSON]] = attrs.field(
@@ -895,6 +907,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if not rtype.namespaced:
             namespace = None
+        if (rtype.group, rtype.plural) in _REVIEWS:
+            if verb != "create" or subresource is not None:
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+            review = self._review(rtype, self._parse_body(request.body))
+            return aiohttp.web.json_response(review, status=201)
 
         if verb == "watch":
             return await self._watch(request, rtype, namespace, name, query)
@@ -957,6 +976,67 @@ class KubeEmulator(kmock.KubernetesEmulator):
             assert name is not None
             result = self._delete(rtype, namespace, name, body, dry_run=dry_run)
         return await self._respond_to_write(request, self._present(rtype, result), status, before)
+
+    # --- reviews (authentication.k8s.io, authorization.k8s.io) ---
+
+    def _review(self, rtype: ResourceType, body: Any) -> JSON:
+        """A TokenReview or SubjectAccessReview answered, as the API server does: the request
+        back with its status, metadata.creationTimestamp null, and nothing stored."""
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise ApiError(400, "BadRequest", f"the request body is not a {rtype.kind}")
+        if body.get("kind") not in (None, rtype.kind) or body.get("apiVersion") not in (None, rtype.api_version):
+            raise ApiError(
+                400, "BadRequest", f"the body is {body.get('apiVersion')}/{body.get('kind')}, not {rtype.kind}"
+            )
+        spec: JSON = body["spec"]
+        if rtype.kind == "TokenReview":
+            token = spec.get("token")
+            if not token:
+                raise ApiError(400, "BadRequest", "token is required for TokenReview in authentication")
+            user = self.tokens.get(str(token))
+            if user is not None:
+                status: JSON = {
+                    "authenticated": True,
+                    "user": copy.deepcopy(user),
+                    "audiences": list(spec.get("audiences") or ["https://kubernetes.default.svc"]),
+                }
+            else:
+                # The API server leaves authenticated out (false) and names no user.
+                status = {"user": {}, "error": "[invalid bearer token, token lookup failed]"}
+        else:
+            status = self._access_review(rtype, spec)
+        metadata = dict(body.get("metadata") or {})
+        metadata["creationTimestamp"] = None
+        return {
+            "kind": rtype.kind,
+            "apiVersion": rtype.api_version,
+            "metadata": metadata,
+            "spec": spec,
+            "status": status,
+        }
+
+    def _access_review(self, rtype: ResourceType, spec: JSON) -> JSON:
+        user, groups = spec.get("user") or "", list(spec.get("groups") or [])
+        resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        causes = []
+        if not user and not groups:
+            causes.append(("spec.user", "at least one of user or group must be specified", "FieldValueRequired"))
+        if (resource is None) == (non_resource is None):
+            causes.append(
+                (
+                    "spec.resourceAttributes",
+                    "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                    "FieldValueRequired",
+                )
+            )
+        if causes:
+            raise _invalid(rtype, "", causes)
+        if non_resource is None:
+            return {"allowed": False, "reason": "the emulator's policy covers non-resource URLs only"}
+        verb, path = str(non_resource.get("verb") or ""), str(non_resource.get("path") or "")
+        if any((who, verb, path) in self.allowed for who in [user, *groups] if who):
+            return {"allowed": True, "reason": f"allowed by the emulator's policy: {verb} {path}"}
+        return {"allowed": False}
 
     @staticmethod
     def _parse_body(body: bytes) -> Any:
@@ -1036,7 +1116,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     "singularName": t.singular,
                     "namespaced": t.namespaced,
                     "kind": t.kind,
-                    "verbs": list(_MAIN_VERBS),
+                    "verbs": ["create"] if (t.group, t.plural) in _REVIEWS else list(_MAIN_VERBS),
                     "shortNames": list(t.short_names),
                     "categories": list(t.categories),
                 }
