@@ -35,7 +35,7 @@ def spec(slug: str) -> dict[str, object]:
 @pytest.fixture
 def emulator_url(kube_env: KubeEnv) -> str:
     if kube_env.url is None:
-        pytest.skip("drains the whole cluster: only against the emulator")
+        pytest.fail("drains the whole cluster: only against the emulator")
     return kube_env.url
 
 
