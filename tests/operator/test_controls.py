@@ -85,13 +85,14 @@ async def test_a_paused_resource_is_not_created_until_the_pause_is_lifted(
     emulator.reset_counters()
     response = await kube_env.kube.create(kind.kind, kind.plural, "frozen", kind.spec(0), annotations={PAUSED: "true"})
     assert response.status_code == 201, response.text
-    obj = await kube_env.kube.wait_condition(kind.plural, "frozen", "Synced", "False", reason="ReconcilePaused")
+    await kube_env.kube.wait_condition(kind.plural, "frozen", "Synced", "False", reason="ReconcilePaused")
     # Woken again (a trigger that is not the pause): still nothing.
     await _annotate(kube_env, kind, "frozen", {"aigw.dev/resync-seconds": "45"})
     await _settled()
     assert sim.requests == [], "not one upstream call while paused"
-    obj = await kube_env.kube.get(kind.plural, "frozen")
-    assert obj is not None
+    got = await kube_env.kube.get(kind.plural, "frozen")
+    assert got is not None
+    obj = got
     assert condition(obj, "Ready") is None, "Ready is left as it was (never set)"
     assert not obj["status"].get("id")
     assert emulator.writes(kind.plural, "status") == 1, emulator.counters()
@@ -137,12 +138,12 @@ async def test_a_pause_freezes_a_resource_and_its_removal_applies_what_changed_m
     assert response.status_code == 200, response.text
     await _settled()
     assert sim.requests == [], "a spec change while paused makes no upstream call"
-    obj = await kube_env.kube.get(kind.plural, "frozen")
-    assert obj is not None and condition(obj, "Synced")["reason"] == "ReconcilePaused"  # type: ignore[index]
+    got = await kube_env.kube.get(kind.plural, "frozen")
+    assert got is not None and condition(got, "Synced")["reason"] == "ReconcilePaused"  # type: ignore[index]
     assert len(_events(await kube_env.kube.events("frozen"), "ReconcilePaused")) == 1
 
     await _annotate(kube_env, kind, "frozen", {PAUSED: None})
-    generation = obj["metadata"]["generation"]
+    generation = got["metadata"]["generation"]
 
     def resumed(body: dict[str, Any] | None) -> bool:
         synced = condition(body, "Synced")
