@@ -49,7 +49,11 @@ def _events(events: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def _operator(env: KubeEnv, simulators: dict[str, SimulatorServer], **overrides: Any) -> AsyncIterator[None]:
+async def _operator(
+    env: KubeEnv, simulators: dict[str, SimulatorServer], *, release: bool = True, **overrides: Any
+) -> AsyncIterator[None]:
+    """An operator with these settings; stopped at the end, after releasing the resources (unless
+    ``release`` is False: another process takes them over, as after a restart)."""
     sims = {name: sim.url for name, sim in simulators.items()}
     settings = make_settings(
         env,
@@ -65,7 +69,7 @@ async def _operator(env: KubeEnv, simulators: dict[str, SimulatorServer], **over
         yield
     finally:
         try:
-            if runner.running:
+            if runner.running and release:
                 await scan_for_canaries(env)
                 await release_resources(env.kube)
         finally:
@@ -259,3 +263,32 @@ async def test_a_refused_spec_is_asked_again_at_once_on_a_reconcile_request(
         await _annotate(kube_env, kind, "refused", {REQUESTED: "2026-12-01T11:00:00Z"})
         obj = await kube_env.kube.wait_condition(kind.plural, "refused", "Ready", "True", timeout=15)
         assert obj["status"]["lastHandledReconcileAt"] == "2026-12-01T11:00:00Z"
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.kind for k in KINDS])
+async def test_after_a_restart_a_refusal_waits_and_a_request_made_meanwhile_is_honoured_once(
+    kind: Kind, kube_env: KubeEnv, simulators: dict[str, SimulatorServer], credentials: str
+) -> None:
+    """What decides is in the status (the refusal, lastHandledReconcileAt), not in memory: a new
+    process neither asks every refused spec again at once nor loses a request."""
+    sim = simulators[kind.sim]
+    sim.reset_counts()
+    sim.faults.fail_next(1, status=400)
+    async with _operator(kube_env, simulators, release=False, terminal_retry_interval=3600.0):
+        await kube_env.kube.create(kind.kind, kind.plural, "refused", kind.spec(0))
+        await kube_env.kube.wait_for(kind.plural, "refused", _refused, timeout=10)
+        await _settled()
+    async with _operator(kube_env, simulators, release=False, terminal_retry_interval=3600.0):
+        await asyncio.sleep(1.5)
+        assert [r.status for r in sim.requests] == [400], "a restart does not ask a refused spec again"
+        sim.faults.fail_next(1, status=400)
+        await _annotate(kube_env, kind, "refused", {REQUESTED: "once"})
+        await kube_env.kube.wait_for(
+            kind.plural, "refused", lambda b: (b or {}).get("status", {}).get("lastHandledReconcileAt") == "once"
+        )
+        await _settled()
+        assert [r.status for r in sim.requests] == [400, 400]
+    # Stopped with the request handled: the next process does not act on it again.
+    async with _operator(kube_env, simulators, terminal_retry_interval=3600.0):
+        await asyncio.sleep(1.5)
+        assert [r.status for r in sim.requests] == [400, 400], "a handled request is not repeated"
