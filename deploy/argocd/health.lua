@@ -3,7 +3,11 @@
 -- Lua 5.1 as in Argo CD's gopher-lua: no goto, no integer ops.
 --
 -- In this order:
--- Progressing: no status yet; a deletion in progress.
+-- Progressing: no status yet.
+-- Suspended:   paused by the annotation aigw.dev/paused (Synced=False ReconcilePaused, or
+--              DeletionPaused for a deletion that waits): the operator leaves it alone on
+--              purpose, whatever its generation, until the annotation is removed.
+-- Progressing: a deletion in progress.
 -- Degraded:    a deletion the upstream blocks (DeletionBlocked: a reference someone must remove).
 -- Progressing: status.observedGeneration is not metadata.generation. Checked before any failure
 --              reason: a spec that was just fixed is not Degraded by the refusal of the old one.
@@ -65,6 +69,12 @@ end
 
 local ready = condition(status.conditions, "Ready")
 local synced = condition(status.conditions, "Synced")
+
+if synced ~= nil and synced.status == "False" and (synced.reason == "ReconcilePaused" or synced.reason == "DeletionPaused") then
+  hs.status = "Suspended"
+  hs.message = describe(synced)
+  return hs
+end
 
 if metadata.deletionTimestamp ~= nil then
   if ready ~= nil and ready.status == "False" and ready.reason == "DeletionBlocked" then

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION
+from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION
 from aigw_testbed.kubectl import Kube, condition
 from aigw_testbed.simulators.base import SimulatorServer
 from aigw_testbed.simulators.together import TogetherSimulator
@@ -191,8 +191,28 @@ async def deletion_blocked(c: Case) -> dict[str, Any]:
     return await c.reason("DeletionBlocked")
 
 
+async def reconcile_paused(c: Case) -> dict[str, Any]:
+    await available(c)
+    response = await c.kube.patch_meta(c.driver.plural, NAME, {"annotations": {PAUSED_ANNOTATION: "true"}})
+    assert response.status_code == 200, response.text
+    return await c.reason("ReconcilePaused", type_="Synced")
+
+
+async def deletion_paused(c: Case) -> dict[str, Any]:
+    await reconcile_paused(c)
+    assert (await c.kube.delete(c.driver.plural, NAME)).status_code in (200, 202)
+    obj = await c.reason("DeletionPaused", type_="Synced")
+    # Let go, so that the namespace can go: the deletion resumes once the pause is lifted.
+    response = await c.kube.patch_meta(c.driver.plural, NAME, {"annotations": {PAUSED_ANNOTATION: None}})
+    assert response.status_code == 200, response.text
+    await c.kube.wait_gone(c.driver.plural, NAME, timeout=20)
+    return obj
+
+
 GENERIC: dict[str, tuple[str, Drive]] = {
     "progressing_no_status": ("Progressing", no_status),
+    "suspended_reconcile_paused": ("Suspended", reconcile_paused),
+    "suspended_deletion_paused": ("Suspended", deletion_paused),
     "healthy_available": ("Healthy", available),
     "degraded_invalid_spec": ("Degraded", invalid_spec),
     "progressing_spec_just_fixed": ("Progressing", spec_just_fixed),

@@ -79,6 +79,17 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "rate limited": (endpoint(ready=("False", "RateLimited"), synced=("False", "RateLimited")), "Progressing"),
     "deleting": (endpoint(deleting=True), "Progressing"),
+    # Left alone on purpose (aigw.dev/paused): Ready as it was, a spec changed meanwhile not seen.
+    "paused": (endpoint(synced=("False", "ReconcilePaused")), "Suspended"),
+    "paused with a spec changed meanwhile": (
+        endpoint(generation=2, observed=1, synced=("False", "ReconcilePaused")),
+        "Suspended",
+    ),
+    "paused while refused": (
+        endpoint(ready=("False", "InvalidSpec"), synced=("False", "ReconcilePaused")),
+        "Suspended",
+    ),
+    "paused deletion": (endpoint(deleting=True, synced=("False", "DeletionPaused")), "Suspended"),
     "invalid spec": (endpoint(ready=("False", "InvalidSpec"), synced=("False", "InvalidSpec")), "Degraded"),
     # A refused spec change: the old spec still serves, but the new one will never apply by itself.
     "invalid spec while serving the old one": (

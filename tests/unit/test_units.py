@@ -111,3 +111,12 @@ def test_an_upstream_setting_from_the_environment_keeps_the_other_defaults(monke
     assert settings.baseten.rate_limit_per_second == 50
     monkeypatch.setenv("AIGW_NGROK__RATE_LIMIT_PER_SECOND", "null")
     assert Settings().ngrok.rate_limit_per_second is None  # how to switch a limit off
+
+
+def test_the_terminal_retry_interval_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().terminal_retry_interval == 1800.0
+    monkeypatch.setenv("AIGW_TERMINAL_RETRY_INTERVAL", "600")
+    assert Settings().terminal_retry_interval == 600.0
+    monkeypatch.setenv("AIGW_TERMINAL_RETRY_INTERVAL", "0")
+    with pytest.raises(ValueError):
+        Settings()  # 0 would ask a refused spec again in a loop

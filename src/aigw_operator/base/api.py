@@ -15,6 +15,11 @@ DeletionPolicy = Literal["Delete", "Orphan"]
 EXTERNAL_ID_ANNOTATION = "aigw.dev/external-id"
 # Per-resource override of the resync interval, in seconds.
 RESYNC_ANNOTATION = "aigw.dev/resync-seconds"
+# "true": the operator leaves the resource alone (no upstream call, no write but one status
+# update and one Event saying so), its deletion included, until the annotation goes.
+PAUSED_ANNOTATION = "aigw.dev/paused"
+# Any new value asks for a reconcile now, a refused one included (as Crossplane and Flux users do).
+RECONCILE_REQUEST_ANNOTATION = "aigw.dev/reconcile-requested-at"
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
@@ -90,6 +95,10 @@ class CommonStatus(CamelModel):
         description="The upstream object was named by aigw.dev/external-id, not created by this resource: "
         "deleting the resource leaves it in place unless spec.deletionPolicy is Delete.",
     )
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        description="The value of the aigw.dev/reconcile-requested-at annotation the operator last acted on.",
+    )
     conditions: list[ConditionModel] = Field(
         default_factory=list,
         description="Ready: the upstream object exists and serves the spec. "
@@ -109,6 +118,11 @@ class PrinterColumn:
 
 READY_COLUMNS = (
     PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status', description="Ready condition"),
+    PrinterColumn(
+        "Synced",
+        '.status.conditions[?(@.type=="Synced")].status',
+        description="Whether the last reconcile applied the spec",
+    ),
     PrinterColumn("Reason", '.status.conditions[?(@.type=="Ready")].reason', description="Why (not) ready"),
 )
 AGE_COLUMN = PrinterColumn("Age", ".metadata.creationTimestamp", type="date")

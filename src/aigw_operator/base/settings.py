@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     error_backoff_base: float = Field(default=2.0, gt=0)
     error_backoff_cap: float = Field(default=300.0, gt=0)
     access_denied_retry_interval: float = Field(default=120.0, gt=0)
+    terminal_retry_interval: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long after the upstream refused a spec (InvalidSpec, RecreateRequired: something "
+        "outside the spec may cure it) the operator asks again, jittered and doubling on each further "
+        "refusal up to eight times this. A refusal of the spec's own shape is never retried by time.",
+    )
     event_dedupe_seconds: float = Field(default=600.0, ge=0)
     liveness_stall_seconds: float = Field(
         default=900.0,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, cast
 
-from aigw_operator.base.api import RESYNC_ANNOTATION, SecretKeyRef
+from aigw_operator.base.api import PAUSED_ANNOTATION, RESYNC_ANNOTATION, SecretKeyRef
 from aigw_operator.base.settings import Settings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.backoff import backoff
@@ -162,3 +162,9 @@ def deletion_policy(declared: Literal["Delete", "Orphan"] | None, status: Mappin
     if declared is not None:
         return declared
     return "Orphan" if status.get("adopted") else "Delete"
+
+
+def paused(resource: Resource) -> bool:
+    """Whether the user has paused the resource (``aigw.dev/paused: "true"``): no upstream call and
+    no write but saying so, on the reconcile and the finalize path alike."""
+    return resource.annotations.get(PAUSED_ANNOTATION, "").strip().lower() == "true"

@@ -3,7 +3,9 @@
 The upstream object is deleted unless the spec orphans it or another resource manages it; a
 create whose id never reached the status is looked for first, so that it is not left behind
 unmanaged. Whatever stops the delete (credentials, the upstream) keeps the finalizer, with a
-DeletionBlocked condition, and the deletion comes back after a backoff.
+DeletionBlocked condition, and the deletion comes back after a backoff. So does a pause
+(``aigw.dev/paused``): nothing happens upstream, Synced says DeletionPaused, and the deletion
+is looked at again, with the same backoff, until the annotation is gone.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Generic
 
 import pydantic
 
-from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION
+from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION
 from aigw_operator.base.redaction import redact
-from aigw_operator.engine.context import Context, deletion_policy
+from aigw_operator.engine.context import Context, deletion_policy, paused
 from aigw_operator.engine.contract import DesiredT, ObservedT, SpecT
 from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator, NotOurs
 from aigw_operator.engine.reporting import Report
@@ -23,6 +25,8 @@ from aigw_operator.engine.resource import ObjectState, Outcome, Resource
 from aigw_operator.engine.shortcut import ListingShortcut
 from aigw_operator.kube.credentials import CredentialsMissing
 from aigw_operator.upstreams.http import AccessDenied, InvalidSpec, NotFound, RateLimited, UpstreamError
+
+DELETION_PAUSED_REASON = "DeletionPaused"
 
 
 class Deleter(Generic[SpecT, DesiredT, ObservedT]):
@@ -50,6 +54,15 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
 
     async def _finalize(self, resource: Resource, state: ObjectState) -> Outcome:
         context = self.context
+        if paused(resource):
+            message = (
+                f"the resource is deleted but paused by {PAUSED_ANNOTATION}=true: the upstream object is "
+                "left as it is and the finalizer stays until the annotation is removed"
+            )
+            await context.reporter.paused(resource, state, DELETION_PAUSED_REASON, message)
+            # kopf keeps the deletion's retries: backed off, each costs it one annotation write.
+            state.failures += 1
+            return Outcome(context.backoff(state.failures), done=False)
         report = Report(resource)
         post = context.reporter.post
         if deletion_policy(resource.spec.get("deletionPolicy"), resource.status) == "Orphan":

@@ -19,12 +19,18 @@ from typing import Any, Generic
 import pydantic
 
 from aigw_operator.base import metrics
-from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, SecretKeyRef
+from aigw_operator.base.api import (
+    EXTERNAL_ID_ANNOTATION,
+    PAUSED_ANNOTATION,
+    RECONCILE_REQUEST_ANNOTATION,
+    SecretKeyRef,
+)
 from aigw_operator.base.redaction import redact
 from aigw_operator.base.settings import Settings
 from aigw_operator.engine import conditions as cond
+from aigw_operator.engine.backoff import backoff
 from aigw_operator.engine.conditions import Condition
-from aigw_operator.engine.context import Context, Halt, deletion_policy
+from aigw_operator.engine.context import Context, Halt, deletion_policy, paused
 from aigw_operator.engine.contract import (
     Adapter,
     DesiredT,
@@ -53,8 +59,18 @@ from aigw_operator.upstreams.http import (
     UpstreamError,
 )
 
-# Refusals that only a new spec can cure: no upstream call until the generation changes.
+# Refusals by the upstream of this very spec: asked again only slowly (every
+# terminal_retry_interval, with backoff), on a new generation, or when the user sets a new
+# aigw.dev/reconcile-requested-at; something outside the spec (a model deployed since, an org
+# prefix now owned) may have cured them.
 TERMINAL_REASONS = ("InvalidSpec", "RecreateRequired")
+# How far the timed retry of a refusal backs off: this many times terminal_retry_interval.
+TERMINAL_RETRY_CAP = 8
+PAUSED_REASON = "ReconcilePaused"
+PAUSED_MESSAGE = (
+    f"reconciliation is paused by the annotation {PAUSED_ANNOTATION}=true: "
+    "no upstream call and no write until it is removed"
+)
 
 
 class ReplaceRequired(InvalidSpec):
@@ -101,23 +117,38 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
 
     async def _reconcile(self, resource: Resource, state: ObjectState) -> Outcome:
         context = self.context
+        if paused(resource):
+            # Before anything else: not even the spec is read (the removal of the annotation
+            # wakes the resource, see the controller's triggers).
+            await context.reporter.paused(resource, state, PAUSED_REASON, PAUSED_MESSAGE)
+            return Outcome(None)
         report = Report(resource)
         report.marked = CREATE_PENDING_ANNOTATION in resource.annotations
+        requested = resource.annotations.get(RECONCILE_REQUEST_ANNOTATION)
+        if requested is not None:
+            # Recorded by whatever this reconcile writes, so that one request is one attempt.
+            report.extra_status["lastHandledReconcileAt"] = requested
+        if state.refused_generation != resource.generation:
+            state.refusals, state.retry_at, state.refused_generation = 0, None, resource.generation
         try:
             spec = context.parse(resource)
         except pydantic.ValidationError as exc:
+            # The spec's own shape: only a new spec (or a request) is worth another look.
             report.fail("InvalidSpec", _validation_message(exc), set_ready=True)
             await context.reporter.finish(resource, state, report, warning=True)
-            return Outcome(None)
+            return Outcome(None, terminal=True)
         synced = cond.find(resource.status.get("conditions"), cond.SYNCED)
         if (
             synced
             and synced.get("status") == "False"
             and synced.get("reason") in TERMINAL_REASONS
             and synced.get("observedGeneration") == resource.generation
+            and (requested is None or requested == resource.status.get("lastHandledReconcileAt"))
         ):
-            # The upstream refused this very spec: asking again would only be refused again.
-            return Outcome(None)
+            # The upstream refused this very spec: asked again only when the timed retry is due.
+            wait = self._until_retry(state)
+            if wait > 0:
+                return Outcome(wait, terminal=True)
 
         ref = spec.credentials_secret_ref
         observed: ObservedT | None = None
@@ -177,6 +208,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             return await self._upstream_error(resource, state, report, exc, observed, ref)
 
         state.failures = 0
+        state.refusals, state.retry_at = 0, None
         context.claim(resource, self.adapter.upstream_id(observed))
         readiness = self.adapter.readiness(desired, observed)
         report.set(Condition(cond.READY, "True" if readiness.ready else "False", readiness.reason, readiness.message))
@@ -315,6 +347,29 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             )
         return new
 
+    # ---------------------------------------------------------------- refusals
+
+    def _refusal_delay(self, state: ObjectState) -> float:
+        """When a refused spec is asked again: about terminal_retry_interval after the first
+        refusal, doubling with each further one (jittered, never sooner than half of it)."""
+        interval = self.settings.terminal_retry_interval
+        return backoff(max(state.refusals - 1, 0), interval, interval * TERMINAL_RETRY_CAP)
+
+    def _until_retry(self, state: ObjectState) -> float:
+        """Seconds until the refused spec is due to be asked again (0: now). A refusal this
+        process did not see (reported before a restart) is first asked again after a delay,
+        not at once: a restart must not ask every refused resource at the same moment."""
+        now = time.monotonic()
+        if state.retry_at is None:
+            state.refusals = max(state.refusals, 1)
+            state.retry_at = now + self._refusal_delay(state)
+        wait = state.retry_at - now
+        # The work queue runs a key at its due time or a little after; a hair early counts.
+        if wait <= 0.01:
+            state.retry_at = None
+            return 0.0
+        return wait
+
     # ---------------------------------------------------------------- errors
 
     async def _upstream_error(
@@ -332,7 +387,10 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         if isinstance(exc, InvalidSpec | Conflict):
             report.fail(exc.reason or "InvalidSpec", message, set_ready=True)
             await context.finish(resource, state, report, observed, warning=True)
-            return Outcome(None)
+            state.refusals += 1
+            delay = self._refusal_delay(state)
+            state.retry_at = time.monotonic() + delay
+            return Outcome(delay, terminal=True)
         if isinstance(exc, AccessDenied):
             context.credentials.invalidate(resource.ref.namespace, ref)
             report.fail("AccessDenied", message, set_ready=True)

@@ -122,6 +122,21 @@ class Reporter:
             patch.update(status)
             state.wrote(await self.kube.patch_status(resource.ref, patch))
 
+    async def paused(self, resource: Resource, state: ObjectState, reason: str, message: str) -> None:
+        """Say that the loop leaves ``resource`` alone: Synced=False with ``reason`` (every other
+        condition and status field as it was) and one Normal Event, written only when that
+        changes, so that a paused resource resynced again costs nothing."""
+        state.reported_failure = None
+        current = list(resource.status.get("conditions") or ())
+        synced = cond.find(current, cond.SYNCED)
+        conditions = cond.merge_conditions(
+            current, [Condition(cond.SYNCED, "False", reason, message)], resource.generation
+        )
+        if not (synced and synced.get("status") == "False" and synced.get("reason") == reason):
+            await self.post(resource, state, "Normal", reason, message)
+        if conditions != current:
+            state.wrote(await self.kube.patch_status(resource.ref, {"conditions": conditions}))
+
     def record(self, resource: Resource, report: Report, conditions: list[dict[str, Any]]) -> None:
         """The metrics a report moves. The reconcile's result is counted by whoever ran it (the
         controller), and the Ready and Synced gauges are counted from the objects themselves."""

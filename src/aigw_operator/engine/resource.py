@@ -81,6 +81,11 @@ class ObjectState:
     written_at: float = 0.0
     # The reason of the failure the last report gave (None: it gave none), for the metrics.
     reported_failure: str | None = None
+    # Refusals in a row of this generation's spec by the upstream (see Reconciler), and the
+    # monotonic time its next timed retry is due (None: not planned yet, e.g. after a restart).
+    refusals: int = 0
+    refused_generation: int | None = None
+    retry_at: float | None = None
 
     def wrote(self, version: str | None) -> None:
         if version:
@@ -93,6 +98,8 @@ class Outcome:
     requeue_after: float | None
     # For deletion: the upstream side is finished, the finalizer may go.
     done: bool = True
+    # A refusal only a change (or a slow timed retry) cures, for the metrics.
+    terminal: bool = False
 
 
 def unix_time(stamp: str | None) -> float | None:

@@ -20,7 +20,13 @@ from typing import Any
 
 from aigw_operator import FINALIZER
 from aigw_operator.base import metrics
-from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, RESYNC_ANNOTATION, SecretKeyRef
+from aigw_operator.base.api import (
+    EXTERNAL_ID_ANNOTATION,
+    PAUSED_ANNOTATION,
+    RECONCILE_REQUEST_ANNOTATION,
+    RESYNC_ANNOTATION,
+    SecretKeyRef,
+)
 from aigw_operator.base.settings import Settings, UpstreamSettings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.backoff import backoff
@@ -251,6 +257,9 @@ class Controller:
             # A user naming an object acts; the operator recording the id it has does not.
             None if external_id == (body.get("status") or {}).get("id") else external_id,
             annotations.get(RESYNC_ANNOTATION),
+            # A pause takes effect, and its removal resumes, at once; so does a request.
+            annotations.get(PAUSED_ANNOTATION),
+            annotations.get(RECONCILE_REQUEST_ANNOTATION),
             FINALIZER in (meta.get("finalizers") or ()),
             bool(meta.get("deletionTimestamp")),
         )
@@ -299,9 +308,10 @@ class Controller:
             )
             return _CATCH_UP_SECONDS
         handle.state.reported_failure = None
+        terminal = False
         try:
             outcome = await reconciler.reconcile(Resource.from_body(reconciler.info, handle.body), handle.state)
-            delay = outcome.requeue_after
+            delay, terminal = outcome.requeue_after, outcome.terminal
             result = reconcile_result(handle.state.reported_failure, delay, self.settings.short_poll_interval)
         except Exception:
             result = "error"
@@ -317,7 +327,8 @@ class Controller:
                 delay,
                 extra={"kind": handle.kind, "namespace": meta.get("namespace"), "object_name": meta.get("name")},
             )
-        metrics.reconciled(handle.kind, result, terminal=result == "error" and delay is None)
+        # A refusal asked again only slowly is terminal still: only a change is expected to cure it.
+        metrics.reconciled(handle.kind, result, terminal=result == "error" and (delay is None or terminal))
         self.progress_at = time.monotonic()
         return delay
 
