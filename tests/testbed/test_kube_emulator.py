@@ -861,7 +861,7 @@ async def test_real_kubectl_get_and_describe(server: KubeEmulatorServer, tmp_pat
         return [line.split() for line in out.decode().splitlines()]
 
     lines = await kubectl("get", "gwe")
-    assert lines[0] == ["NAME", "SLUG", "PROVIDER", "READY", "REASON", "ID", "AGE"]
+    assert lines[0] == ["NAME", "SLUG", "PROVIDER", "READY", "SYNCED", "REASON", "ID", "AGE"]
     assert lines[1][:6] == ["glm", "my-org/glm", "BASETEN", "False", "AccessDenied", "ep-1"]
     everything = await kubectl("get", "aigw", "-A")
     assert everything[0][:3] == ["NAMESPACE", "NAME", "SLUG"]

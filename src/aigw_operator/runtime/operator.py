@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import signal
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -215,21 +214,25 @@ async def run(
         if settings.leader_election.enabled:
             lease_client = KubeClient(_lease_connection(settings))
             elector = health.elector = LeaderElector(lease_client, settings.leader_election)
-            with _signals_stop(stop):
-                if not await elector.acquire(stop.is_set):
-                    return
+            # Ours until kopf installs its own: a SIGTERM between taking the Lease and kopf's
+            # start must stop the process cleanly (releasing the Lease), not kill it.
+            _signals_stop(stop)
+            if not await elector.acquire(stop.is_set):
+                return
 
             def on_lost() -> None:
                 nonlocal lost
                 lost = True
                 controller.fence()  # before the Lease could be taken: no write from here on
                 stop.set()
-                if kopf_stop is None:
-                    signal.raise_signal(signal.SIGTERM)  # kopf's own handler stops it
 
             tasks.append(asyncio.create_task(elector.keep(on_lost)))
+            if stop.is_set():
+                return
         kopf_ready = asyncio.Event()
         tasks.append(asyncio.create_task(_relay_ready(kopf_ready, ready_flag, health)))
+        if kopf_stop is None and elector is not None:
+            tasks.append(asyncio.create_task(_stop_kopf_on(stop, kopf_ready)))
         await kopf.operator(
             registry=build_registry(controller, kopf_stop, elector.release if elector is not None else None),
             settings=kopf_settings(settings),
@@ -276,20 +279,21 @@ async def _relay_ready(kopf_ready: asyncio.Event, flag: asyncio.Event | threadin
         flag.set()
 
 
-@contextlib.contextmanager
-def _signals_stop(stop: asyncio.Event) -> Iterator[None]:
-    """While a standby waits for the Lease (before kopf installs its own handlers)."""
-    loop = asyncio.get_running_loop()
-    installed = []
+def _signals_stop(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set ``stop`` while a standby waits for the Lease and until kopf, once
+    started, puts its own handlers in their place."""
     if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+
+
+async def _stop_kopf_on(stop: asyncio.Event, kopf_ready: asyncio.Event) -> None:
+    """In the main thread kopf stops on its own signal handlers only: a stop asked for before
+    they were in place (a signal, a lost Lease) is handed to them once kopf is up."""
+    await stop.wait()
+    await kopf_ready.wait()
+    signal.raise_signal(signal.SIGTERM)
 
 
 def _lease_connection(settings: Settings) -> Connection:
