@@ -409,15 +409,5 @@ def _secret_keys(value: Any) -> set[tuple[str, str]]:
 
 
 def _secret_names(value: Any) -> set[str]:
-    """Names of the Secrets a spec refers to: every ``*SecretRef``/``secretRef`` in it."""
-    names: set[str] = set()
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if key.lower().endswith("secretref") and isinstance(item, Mapping) and item.get("name"):
-                names.add(str(item["name"]))
-            else:
-                names |= _secret_names(item)
-    elif isinstance(value, list):
-        for item in value:
-            names |= _secret_names(item)
-    return names
+    """Names of the Secrets a spec refers to."""
+    return {name for name, _ in _secret_keys(value)}
