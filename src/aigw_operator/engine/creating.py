@@ -120,10 +120,19 @@ class Creator(Generic[DesiredT, ObservedT]):
         if holder is not None:
             why = f"{self.context.describe(found)} is managed by {self.adapter.info.kind} {holder.name}"
             await self.already_managed(resource, state, report, why)
-        if report.marked:
-            # The create this mark announced was answered (refused): a later object under the
-            # key must not pass for it.
-            state.wrote(await self.context.kube.patch_annotations(resource.ref, {CREATE_PENDING_ANNOTATION: None}))
+        # On the resourceVersion read: a body older than another process's create of this very
+        # object (two replicas without election) must not report it as someone else's. The mark,
+        # if any, goes in the same write: the create it announced was answered (refused), and a
+        # later object under the key must not pass for it.
+        changes: dict[str, str | None] = {CREATE_PENDING_ANNOTATION: None} if report.marked else {}
+        try:
+            version = await self.context.kube.patch_annotations(
+                resource.ref, changes, expect_version=resource.version or None
+            )
+        except WriteConflict:
+            raise Halt(Outcome(self.context.settings.short_poll_interval)) from None
+        if changes:
+            state.wrote(version)
             report.marked = False
         report.fail(
             "AlreadyExists",
