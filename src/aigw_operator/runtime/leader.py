@@ -81,6 +81,8 @@ class LeaderElector:
         """Renew until a renewal has failed for ``renew_deadline``; then call ``lost`` and return."""
         while self.leading:
             await self._pause()
+            if not self.leading:
+                return  # released meanwhile: a renewal now would take the freed Lease back
             if await self._try():
                 continue
             if time.monotonic() - self._renewed_at >= self.settings.renew_deadline:
