@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from aigw_operator import GROUP, VERSION
-from aigw_operator.base.api import KindInfo
+from aigw_operator.base.api import MANAGEMENT_RULES, KindInfo
 
 # JSON-schema keywords a structural Kubernetes schema has no use for.
 _DROPPED = {"title", "examples", "discriminator", "$defs", "definitions", "additionalProperties"}
@@ -87,8 +87,9 @@ def _printer_column(column: Any) -> dict[str, Any]:
 
 def crd_for(info: KindInfo) -> dict[str, Any]:
     spec_schema = model_schema(info.spec_model)
-    if info.spec_rules:
-        spec_schema["x-kubernetes-validations"] = list(info.spec_rules)
+    # Every kind carries the management fields (see engine.contract.ManagedSpec).
+    rules = [*spec_schema.get("x-kubernetes-validations", ()), *MANAGEMENT_RULES]
+    spec_schema["x-kubernetes-validations"] = rules
     status_schema = model_schema(info.status_model)
     status_schema["description"] = f"Observed state of the {info.kind}, written by the operator."
     return {

@@ -775,6 +775,118 @@ CASES: list[Bad] = [
     ),
 ]
 
+NEVER_DELETES = "deletionPolicy: Delete contradicts managementPolicy ObserveOnly or NoDelete"
+ONE_TARGET_OBJECT = "set exactly one of configMap and secret"
+KEY_NEEDS_SECRET = "includeApiKeyAs needs secret"
+NO_RECREATE = "replacePolicy: Recreate deletes the upstream object to replace it"
+DETAILS = "spec.writeConnectionDetailsTo"
+
+
+def management_cases(kind: str) -> list[Bad]:
+    """The fields every kind shares: management policy and connection details."""
+    short = {GWE: "gwe", PROVIDER: "provider", MODEL: "model", DEP: "dep"}[kind]
+    cases = [
+        Bad(
+            f"{short}/management-policy-unknown",
+            kind,
+            BAD_VALUE,
+            "spec.managementPolicy",
+            {"managementPolicy": "Manage"},
+        ),
+        Bad(
+            f"{short}/observe-only-but-delete",
+            kind,
+            CEL_RULE,
+            "spec.deletionPolicy",
+            {"managementPolicy": "ObserveOnly", "deletionPolicy": "Delete"},
+            says=NEVER_DELETES,
+        ),
+        Bad(
+            f"{short}/no-delete-but-delete",
+            kind,
+            CEL_RULE,
+            "spec.deletionPolicy",
+            {"managementPolicy": "NoDelete", "deletionPolicy": "Delete"},
+            says=NEVER_DELETES,
+        ),
+        Bad(
+            f"{short}/no-delete-then-delete",
+            kind,
+            IMMUTABLE,
+            "spec.deletionPolicy",
+            {"managementPolicy": "NoDelete"},
+            edit={"deletionPolicy": "Delete"},
+            says=NEVER_DELETES,
+        ),
+        Bad(
+            f"{short}/connection-details-both",
+            kind,
+            CEL_RULE,
+            DETAILS,
+            {"writeConnectionDetailsTo": {"configMap": "a", "secret": "b"}},
+            says=ONE_TARGET_OBJECT,
+        ),
+        Bad(
+            f"{short}/connection-details-empty",
+            kind,
+            CEL_RULE,
+            DETAILS,
+            {"writeConnectionDetailsTo": {}},
+            says=ONE_TARGET_OBJECT,
+        ),
+        Bad(
+            f"{short}/api-key-in-a-configmap",
+            kind,
+            CEL_RULE,
+            f"{DETAILS}.includeApiKeyAs",
+            {"writeConnectionDetailsTo": {"configMap": "conn", "includeApiKeyAs": "API_KEY"}},
+            says=KEY_NEEDS_SECRET,
+        ),
+        Bad(
+            f"{short}/connection-details-bad-name",
+            kind,
+            BAD_VALUE,
+            f"{DETAILS}.secret",
+            {"writeConnectionDetailsTo": {"secret": "Conn_Details"}},
+        ),
+        Bad(
+            f"{short}/connection-details-bad-key",
+            kind,
+            BAD_VALUE,
+            f"{DETAILS}.includeApiKeyAs",
+            {"writeConnectionDetailsTo": {"secret": "conn", "includeApiKeyAs": "API KEY"}},
+        ),
+        Bad(
+            f"{short}/connection-details-a-string",
+            kind,
+            WRONG_TYPE,
+            DETAILS,
+            {"writeConnectionDetailsTo": "conn"},
+        ),
+        Bad(
+            f"{short}/connection-details-in-other-namespace",
+            kind,
+            CROSS_NAMESPACE,
+            f"{DETAILS}.namespace",
+            {"writeConnectionDetailsTo": {"secret": "conn", "namespace": "apps"}},
+        ),
+    ]
+    if kind in (MODEL, DEP):
+        cases.append(
+            Bad(
+                f"{short}/observe-only-but-recreate",
+                kind,
+                CEL_RULE,
+                "spec.replacePolicy",
+                {"managementPolicy": "ObserveOnly", "replacePolicy": "Recreate"},
+                says=NO_RECREATE,
+            )
+        )
+    return cases
+
+
+CASES += [case for kind in PLURALS for case in management_cases(kind)]
+
 
 @dataclass
 class Tally:

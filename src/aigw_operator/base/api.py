@@ -3,13 +3,16 @@ deletion policy, CEL rule helpers and the status fields every kind reports."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 DeletionPolicy = Literal["Delete", "Orphan"]
+# Full: create, update, delete. NoDelete: create and update, never delete the upstream object
+# (neither with the resource nor to replace it). ObserveOnly: read only; adopts by id or key.
+ManagementPolicy = Literal["Full", "ObserveOnly", "NoDelete"]
 
 # Lets a user point a resource at an existing upstream object (adoption by id).
 EXTERNAL_ID_ANNOTATION = "aigw.dev/external-id"
@@ -46,6 +49,9 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
 class SecretKeyRef(CamelModel):
     """A key in a Kubernetes Secret in the resource's own namespace."""
 
@@ -53,7 +59,7 @@ class SecretKeyRef(CamelModel):
         description="Name of the Secret, in the same namespace as this resource.",
         min_length=1,
         max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        pattern=DNS_SUBDOMAIN,
     )
     key: str = Field(
         default="apiKey",
@@ -62,6 +68,82 @@ class SecretKeyRef(CamelModel):
         max_length=253,
         pattern=r"^[-._a-zA-Z0-9]+$",
     )
+
+
+class ConnectionDetailsTarget(CamelModel):
+    """Where the operator writes what an application needs to call the upstream object."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": validations(
+            cel("has(self.configMap) != has(self.secret)", "set exactly one of configMap and secret"),
+            cel(
+                "!has(self.includeApiKeyAs) || has(self.secret)",
+                "includeApiKeyAs needs secret: an API key is never written to a ConfigMap",
+                field_path=".includeApiKeyAs",
+            ),
+        )
+    }
+
+    config_map: str | None = Field(
+        default=None,
+        description="Name of a ConfigMap in this namespace to write the connection details to.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    secret: str | None = Field(
+        default=None,
+        description="Name of a Secret in this namespace to write the connection details to.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    include_api_key_as: str | None = Field(
+        default=None,
+        description="Only with secret: also write the API key this resource uses, under this key. "
+        "Unset: no API key is written.",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+    )
+
+
+def management_policy_field() -> Any:
+    return Field(
+        default=None,
+        description="Full: create, update and delete the upstream object. NoDelete: create and update it, "
+        "never delete it (not with this resource, not to replace it). ObserveOnly: only read it (named by "
+        "aigw.dev/external-id or by its unique key), report drift from the spec without correcting it, "
+        "never delete it. Unset: Full.",
+    )
+
+
+def connection_details_field() -> Any:
+    return Field(
+        default=None,
+        description="Write what a client needs to call the upstream object (keys documented per kind) to "
+        "a ConfigMap or Secret in this namespace, owned by this resource.",
+    )
+
+
+# Rules every kind's spec carries: a policy that never deletes cannot be asked to delete.
+MANAGEMENT_RULES = (
+    cel(
+        "!has(self.managementPolicy) || self.managementPolicy == 'Full' || "
+        "!has(self.deletionPolicy) || self.deletionPolicy != 'Delete'",
+        "deletionPolicy: Delete contradicts managementPolicy ObserveOnly or NoDelete, which never delete "
+        "the upstream object; use deletionPolicy: Orphan or leave it unset",
+        field_path=".deletionPolicy",
+    ),
+)
+# For kinds whose replacePolicy: Recreate deletes the old object to replace it.
+RECREATE_RULE = cel(
+    "!has(self.managementPolicy) || self.managementPolicy == 'Full' || "
+    "!has(self.replacePolicy) || self.replacePolicy != 'Recreate'",
+    "replacePolicy: Recreate deletes the upstream object to replace it, which managementPolicy "
+    "ObserveOnly and NoDelete forbid",
+    field_path=".replacePolicy",
+)
 
 
 class ConditionModel(CamelModel):
@@ -141,4 +223,3 @@ class KindInfo:
     status_model: type[BaseModel]
     printer_columns: tuple[PrinterColumn, ...]
     categories: tuple[str, ...] = ("aigw",)
-    spec_rules: tuple[dict[str, str], ...] = field(default=())

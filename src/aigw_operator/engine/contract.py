@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from aigw_operator.base.api import KindInfo, SecretKeyRef
+from aigw_operator.base.api import ConnectionDetailsTarget, KindInfo, SecretKeyRef
 from aigw_operator.kube.credentials import ReadSecret
 
 # An Event to post: (type, reason, message).
@@ -38,6 +38,11 @@ class ManagedSpec(Protocol):
     # None: Delete for an object the operator created, Orphan for one it adopted on request.
     @property
     def deletion_policy(self) -> Literal["Delete", "Orphan"] | None: ...
+    # None: Full.
+    @property
+    def management_policy(self) -> Literal["Full", "ObserveOnly", "NoDelete"] | None: ...
+    @property
+    def write_connection_details_to(self) -> ConnectionDetailsTarget | None: ...
 
 
 @dataclass(frozen=True)

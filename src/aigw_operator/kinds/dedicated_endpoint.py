@@ -12,13 +12,18 @@ from pydantic import Field
 from aigw_operator.base.api import (
     AGE_COLUMN,
     READY_COLUMNS,
+    RECREATE_RULE,
     CamelModel,
     CommonStatus,
+    ConnectionDetailsTarget,
     DeletionPolicy,
     KindInfo,
+    ManagementPolicy,
     PrinterColumn,
     SecretKeyRef,
     cel,
+    connection_details_field,
+    management_policy_field,
     validations,
 )
 from aigw_operator.engine import conditions as cond
@@ -60,7 +65,7 @@ class AutoscalingSpec(CamelModel):
 class DedicatedEndpointSpec(CamelModel):
     """The desired Together AI dedicated endpoint."""
 
-    model_config = CamelModel.model_config | {"json_schema_extra": validations(IMMUTABLE_RULE)}
+    model_config = CamelModel.model_config | {"json_schema_extra": validations(IMMUTABLE_RULE, RECREATE_RULE)}
 
     model: str = Field(min_length=1, max_length=256, description="Model to deploy, e.g. meta-llama/Llama-3-8b-chat-hf.")
     hardware: str = Field(min_length=1, max_length=128, description="Hardware id, e.g. 2x_nvidia_h100_80gb_sxm.")
@@ -94,6 +99,8 @@ class DedicatedEndpointSpec(CamelModel):
         description="Delete: delete the Together endpoint with this resource. Orphan: leave it."
         " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
+    management_policy: ManagementPolicy | None = management_policy_field()
+    write_connection_details_to: ConnectionDetailsTarget | None = connection_details_field()
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,16 @@ from aigw_operator.base.api import (
     READY_COLUMNS,
     CamelModel,
     CommonStatus,
+    ConnectionDetailsTarget,
     DeletionPolicy,
     KindInfo,
+    ManagementPolicy,
     PrinterColumn,
     SecretKeyRef,
     cel,
+    connection_details_field,
     immutable,
+    management_policy_field,
     validations,
 )
 from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, ReplaceInstead
@@ -134,6 +138,8 @@ class GatewayEndpointSpec(CamelModel):
         description="Delete: delete the Baseten endpoint with this resource. Orphan: leave it in Baseten."
         " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
+    management_policy: ManagementPolicy | None = management_policy_field()
+    write_connection_details_to: ConnectionDetailsTarget | None = connection_details_field()
 
 
 class ManagedSecretStatus(CamelModel):

@@ -10,13 +10,18 @@ from pydantic import Field
 from aigw_operator.base.api import (
     AGE_COLUMN,
     READY_COLUMNS,
+    RECREATE_RULE,
     CamelModel,
     CommonStatus,
+    ConnectionDetailsTarget,
     DeletionPolicy,
     KindInfo,
+    ManagementPolicy,
     PrinterColumn,
     SecretKeyRef,
     cel,
+    connection_details_field,
+    management_policy_field,
     validations,
 )
 from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, Replace, Traits
@@ -62,7 +67,9 @@ class OpenAIConfiguration(CamelModel):
 class ModelSpec(CamelModel):
     """The desired model in the registry."""
 
-    model_config = CamelModel.model_config | {"json_schema_extra": validations(IMMUTABLE_RULE, TENANT_RULE)}
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": validations(IMMUTABLE_RULE, RECREATE_RULE, TENANT_RULE)
+    }
 
     name: str | None = Field(
         default=None,
@@ -100,6 +107,8 @@ class ModelSpec(CamelModel):
         description="Delete: delete the model with this resource. Orphan: leave it."
         " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
+    management_policy: ManagementPolicy | None = management_policy_field()
+    write_connection_details_to: ConnectionDetailsTarget | None = connection_details_field()
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,16 @@ from aigw_operator.base.api import (
     READY_COLUMNS,
     CamelModel,
     CommonStatus,
+    ConnectionDetailsTarget,
     DeletionPolicy,
     KindInfo,
+    ManagementPolicy,
     PrinterColumn,
     SecretKeyRef,
     cel,
+    connection_details_field,
     immutable,
+    management_policy_field,
     validations,
 )
 from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness
@@ -123,6 +127,8 @@ class ProviderSpec(CamelModel):
         description="Delete: delete the ngrok provider with this resource. Orphan: leave it in ngrok."
         " Unset: Delete for an object this resource created, Orphan for one it adopted (aigw.dev/external-id).",
     )
+    management_policy: ManagementPolicy | None = management_policy_field()
+    write_connection_details_to: ConnectionDetailsTarget | None = connection_details_field()
 
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {"providerId": self.provider_id, "name": self.name, "baseUrl": self.base_url}
