@@ -32,7 +32,9 @@ KINDS: tuple[Kind, ...] = (
         "baseten",
         baseten.new_client,
         lambda http, settings: gateway_endpoint.GatewayEndpointAdapter(
-            baseten.BasetenClient(http), secret_prefix=settings.baseten_secret_prefix
+            baseten.BasetenClient(http),
+            secret_prefix=settings.baseten_secret_prefix,
+            inference_url=settings.baseten.inference_url or settings.baseten.base_url,
         ),
     ),
     Kind(
@@ -51,7 +53,9 @@ KINDS: tuple[Kind, ...] = (
         dedicated_endpoint.INFO,
         "together",
         together.new_client,
-        lambda http, settings: dedicated_endpoint.DedicatedEndpointAdapter(together.TogetherClient(http)),
+        lambda http, settings: dedicated_endpoint.DedicatedEndpointAdapter(
+            together.TogetherClient(http), inference_url=settings.together.inference_url or settings.together.base_url
+        ),
     ),
 )
 

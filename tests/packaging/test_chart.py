@@ -768,8 +768,10 @@ def _expected_namespaced_rules() -> dict[tuple[str, str], set[str]]:
     expected: dict[tuple[str, str], set[str]] = {
         # patch: a repeated Event counts on the one posted before.
         ("", "events"): {"create", "patch"},
-        # patch: the finalizer that keeps a credentials Secret while resources need it.
-        ("", "secrets"): {"get", "list", "watch", "patch"},
+        # patch: the finalizer that keeps a credentials Secret while resources need it; create,
+        # update, delete: the connection details (spec.writeConnectionDetailsTo), as for configmaps.
+        ("", "secrets"): {"get", "list", "watch", "patch", "create", "update", "delete"},
+        ("", "configmaps"): {"get", "create", "update", "delete"},
     }
     for info in all_kinds():
         expected[("aigw.dev", info.plural)] = {"list", "watch", "patch"}
@@ -822,10 +824,11 @@ def test_secret_watch_is_what_list_and_watch_on_secrets_are_for(chart: helm.Char
     assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == "aigw.dev/watch=true"
     objects = operator_objects(render(chart, {"secretWatch": {"enabled": False}}))
     assert env(objects)["AIGW_SECRET_LABEL_SELECTOR"] == ""
-    assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get", "patch"}
+    writes = {"create", "update", "delete"}  # the connection details
+    assert _rules(one(objects, "ClusterRole"))[("", "secrets")] == {"get", "patch"} | writes
     namespaced = operator_objects(render(chart, {**VALUE_SETS["namespaced"], "secretWatch": {"enabled": False}}))
     for role in _without_lease_rbac(namespaced, "Role"):
-        assert _rules(role)[("", "secrets")] == {"get", "patch"}
+        assert _rules(role)[("", "secrets")] == {"get", "patch"} | writes
 
 
 def _lease_rbac(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:

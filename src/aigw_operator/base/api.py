@@ -163,6 +163,18 @@ CONDITIONS_SCHEMA_EXTRA: dict[str, Any] = {
 }
 
 
+class ConnectionDetailsStatus(CamelModel):
+    """The ConfigMap or Secret the operator last wrote the connection details to."""
+
+    config_map: str | None = Field(default=None, description="The ConfigMap written (in this namespace).")
+    secret: str | None = Field(default=None, description="The Secret written (in this namespace).")
+    digest: str = Field(
+        default="",
+        description="SHA-256 of the data written (never the data itself); empty: not written yet, "
+        "e.g. because an object of that name exists that this resource does not own.",
+    )
+
+
 class CommonStatus(CamelModel):
     """Status fields every kind reports."""
 
@@ -180,6 +192,11 @@ class CommonStatus(CamelModel):
     last_handled_reconcile_at: str | None = Field(
         default=None,
         description="The value of the aigw.dev/reconcile-requested-at annotation the operator last acted on.",
+    )
+    connection_details: ConnectionDetailsStatus | None = Field(
+        default=None,
+        description="Where spec.writeConnectionDetailsTo was last written, and a digest of what; absent "
+        "without spec.writeConnectionDetailsTo.",
     )
     conditions: list[ConditionModel] = Field(
         default_factory=list,

@@ -14,6 +14,11 @@ class UpstreamSettings(BaseModel):
     """How the operator talks to one upstream API."""
 
     base_url: str
+    inference_url: str | None = Field(
+        default=None,
+        description="The base URL clients call for inference, written to the connection details as "
+        "BASE_URL (spec.writeConnectionDetailsTo). Unset: base_url.",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="Default API key, used by resources without spec.credentialsSecretRef.",
@@ -73,7 +78,12 @@ class LeaderElectionSettings(BaseModel):
 
 # Client-side limits stay below the vendors' own: Baseten 100/s per key, ngrok about 120/min.
 UPSTREAM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "baseten": {"base_url": "https://api.baseten.co", "rate_limit_per_second": 50},
+    "baseten": {
+        "base_url": "https://api.baseten.co",
+        # The Frontier Gateway's OpenAI-compatible endpoint: what clients send the slug to.
+        "inference_url": "https://inference.baseten.co/v1",
+        "rate_limit_per_second": 50,
+    },
     "model_registry": {"base_url": "http://127.0.0.1:8080/api/v1"},
     "together": {"base_url": "https://api.together.ai/v1", "rate_limit_per_second": 5},
     "ngrok": {"base_url": "https://api.ngrok.ai", "rate_limit_per_second": 1.5},

@@ -213,6 +213,13 @@ class Adapter(ABC, Generic[SpecT, DesiredT, ObservedT]):
         """Status fields the desired state itself determines (e.g. the secrets it refers to)."""
         return {}
 
+    def connection_details(self, desired: DesiredT, observed: ObservedT) -> dict[str, str]:
+        """What a client needs to call the upstream object, for spec.writeConnectionDetailsTo:
+        stable UPPER_SNAKE keys (so that ``envFrom`` makes them environment variables), documented
+        per kind in the README. Never an API key: the loop adds the one this resource uses only
+        when the target is a Secret and the spec names the key (``includeApiKeyAs``)."""
+        return {}
+
     def describe_update(self, desired: DesiredT, changes: dict[str, Any], before: ObservedT) -> list[Event]:
         """Events that say what an update meant better than "Updated <fields>" (empty: that)."""
         return []

@@ -30,6 +30,7 @@ from aigw_operator.base.settings import Settings
 from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.backoff import backoff
 from aigw_operator.engine.conditions import Condition
+from aigw_operator.engine.connection import ConnectionDetails
 from aigw_operator.engine.context import Context, Halt, deletion_policy, paused
 from aigw_operator.engine.contract import (
     Adapter,
@@ -100,6 +101,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         self.shortcut = ListingShortcut(self.context)
         self.creator = Creator(self.context, self.shortcut)
         self.deleter = Deleter(self.context, self.creator, self.shortcut)
+        self.connection = ConnectionDetails(self.context)
 
     # ---------------------------------------------------------------- reconcile
 
@@ -159,8 +161,9 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
                 await self.protection.protect(resource.ref.namespace, ref.name)
             desired = await self.adapter.desire(api_key, spec, context.view(resource))
             report.extra_status.update(self.adapter.desired_status(desired))
+            connection_current = self.connection.carry(api_key, resource, spec, report)
             unchanged, listed = await self.shortcut.unchanged(api_key, resource, desired, state, report)
-            if unchanged:
+            if unchanged and connection_current:
                 state.failures = 0
                 context.claim(resource, str(resource.status["id"]))
                 context.reporter.record(resource, report, list(resource.status.get("conditions") or ()))
@@ -223,6 +226,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
                     readiness.message if moving else "",
                 )
             )
+        await self.connection.write(api_key, resource, spec, desired, observed, report)
         await context.finish(resource, state, report, observed)
         await self.creator.record_identity(resource, state, report, self.adapter.upstream_id(observed))
         if readiness.progressing:
@@ -429,6 +433,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
 
     def forget(self, uid: str) -> None:
         self.context.ownership.release(uid)
+        self.connection.forget(uid)
 
 
 def _validation_message(exc: pydantic.ValidationError) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aigw_operator.base.api import KindInfo
-from aigw_operator.kube.client import ObjectRef
+from aigw_operator.kube.client import CorePlural, ObjectRef
 
 
 class KubeWriter(Protocol):
@@ -21,6 +21,15 @@ class KubeWriter(Protocol):
     async def patch_annotations(
         self, ref: ObjectRef, annotations: Mapping[str, str | None], *, expect_version: str | None = None
     ) -> str | None: ...
+    # The ConfigMaps and Secrets of spec.writeConnectionDetailsTo (see engine/connection.py).
+    async def get_core(self, plural: CorePlural, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def create_core(
+        self, plural: CorePlural, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any] | None: ...
+    async def replace_core(
+        self, plural: CorePlural, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any] | None: ...
+    async def delete_core(self, plural: CorePlural, namespace: str, name: str, *, uid: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -173,8 +173,10 @@ class DedicatedEndpointAdapter(Adapter[DedicatedEndpointSpec, DesiredEndpoint, E
     # Endpoints move through states, and each one is billed per minute with no idempotency key.
     traits = Traits(progressing=True, create_guard=True)
 
-    def __init__(self, client: TogetherClient) -> None:
+    def __init__(self, client: TogetherClient, *, inference_url: str = "") -> None:
         self.client = client
+        # Together's OpenAI-compatible base URL, for the connection details.
+        self.inference_url = inference_url
         # Hardware offers per key and model, shared by a burst of creates: one call, not one each.
         self._hardware = Listings()
         # The list lacks display name, hardware and autoscaling; display names are not unique.
@@ -336,6 +338,14 @@ class DedicatedEndpointAdapter(Adapter[DedicatedEndpointSpec, DesiredEndpoint, E
         if observed.autoscaling is not None and observed.autoscaling.model_dump() != spec.autoscaling():
             return Readiness(False, "Scaling", "autoscaling is moving to the spec's bounds", progressing=True)
         return Readiness(True, "Available", f"{observed.name} serves {observed.model}")
+
+    def connection_details(self, desired: DesiredEndpoint, observed: Endpoint) -> dict[str, str]:
+        # The system name is what a client sends as "model" (MODEL is left out until Together
+        # has named the endpoint).
+        details = {"BASE_URL": self.inference_url, "STATE": observed.state, "ENDPOINT_ID": observed.id}
+        if observed.name:
+            details["MODEL"] = observed.name
+        return details
 
     def status_fields(self, observed: Endpoint) -> dict[str, Any]:
         return {

@@ -241,9 +241,12 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
         client: BasetenClient,
         *,
         secret_prefix: str = "aigw",
+        inference_url: str = "",
     ) -> None:
         self.client = client
         self.secret_prefix = secret_prefix
+        # Where clients send the slug as their model (the Frontier Gateway), for the connection details.
+        self.inference_url = inference_url
         self._secrets = Listings()
         # Baseten lists endpoints in full; slugs are unique and Baseten has no idempotency key:
         # the slug is how a create whose response was lost (or a crash before the status write)
@@ -379,6 +382,15 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
         target = observed.targets[0] if observed.targets else None
         where = f"{target.provider} {target.model_id or target.target_model or ''}".strip() if target else "?"
         return Readiness(True, "Available", f"{observed.slug} routes to {where}")
+
+    def connection_details(self, desired: DesiredGatewayEndpoint, observed: Endpoint) -> dict[str, str]:
+        # The slug is the model string clients send to the gateway.
+        return {
+            "MODEL": observed.slug,
+            "SLUG": observed.slug,
+            "BASE_URL": self.inference_url,
+            "ENDPOINT_ID": observed.id,
+        }
 
     def status_fields(self, observed: Endpoint) -> dict[str, Any]:
         return {

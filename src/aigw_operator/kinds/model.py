@@ -311,6 +311,12 @@ class ModelAdapter(Adapter[ModelSpec, DesiredModel, RegistryModel]):
         count = len(observed.connected_endpoints)
         return Readiness(True, "Available", f"{observed.name} ({observed.dtype}) used by {count} endpoint(s)")
 
+    def connection_details(self, desired: DesiredModel, observed: RegistryModel) -> dict[str, str]:
+        details = {"MODEL_ID": observed.id, "MODEL_NAME": observed.name}
+        if observed.tenant:
+            details["TENANT"] = observed.tenant  # the registry's X-Tenant-Name
+        return details
+
     def status_fields(self, observed: RegistryModel) -> dict[str, Any]:
         return {
             "id": observed.id,

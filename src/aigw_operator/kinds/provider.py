@@ -353,6 +353,15 @@ class ProviderAdapter(Adapter[ProviderSpec, DesiredProvider, Provider]):
         count = len(observed.models or [])
         return Readiness(True, "Available", f"{observed.provider_id} at {observed.base_url} with {count} model(s)")
 
+    def connection_details(self, desired: DesiredProvider, observed: Provider) -> dict[str, str]:
+        # The model strings clients send to the gateway, providerId:modelId (MODEL too when
+        # there is exactly one, so that a client of a one-model provider needs no parsing).
+        models = [f"{observed.provider_id}:{m.model_id}" for m in observed.models or []]
+        details = {"PROVIDER_ID": observed.provider_id, "MODELS": ",".join(models)}
+        if len(models) == 1:
+            details["MODEL"] = models[0]
+        return details
+
     def status_fields(self, observed: Provider) -> dict[str, Any]:
         return {
             "id": observed.id,

@@ -9,7 +9,7 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -55,6 +55,25 @@ EVENT_CACHE_SIZE = 4096
 # What makes two Events one: the object (its uid too: a namesake created later is another
 # object), the type, the reason and the message, as client-go's aggregation key has them.
 EventKey = tuple[str, str, str, str, str, str, str]
+
+
+# The core objects the operator writes for applications (connection details).
+CorePlural = Literal["configmaps", "secrets"]
+
+
+def _core_path(plural: CorePlural, namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+class KubeError(Exception):
+    """A Kubernetes request refused or failed: its method, path and status code, nothing of the body."""
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_error:
+        request = response.request
+        raise KubeError(f"{request.method} {request.url.path}: {response.status_code} {response.reason_phrase}")
 
 
 class WriteConflict(Exception):
@@ -124,6 +143,41 @@ class KubeClient:
         if response.status_code != 404:
             response.raise_for_status()
         return True
+
+    # ------------------------------------------------------------------ ConfigMaps and Secrets it writes
+
+    # (spec.writeConnectionDetailsTo: one object per resource, owned by it). The bodies are
+    # never logged, and an error says only the method, the path and the status code.
+
+    async def get_core(self, plural: CorePlural, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get(_core_path(plural, namespace, name))
+
+    async def create_core(self, plural: CorePlural, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The created object; None if one of that name exists already (409)."""
+        response = await self._send("POST", _core_path(plural, namespace), json=body)
+        if response.status_code == 409:
+            return None
+        _raise_for_status(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def replace_core(
+        self, plural: CorePlural, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The object after a PUT on the resourceVersion in ``body``; None if it moved on or is gone."""
+        response = await self._send("PUT", _core_path(plural, namespace, name), json=body)
+        if response.status_code in (404, 409):
+            return None
+        _raise_for_status(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def delete_core(self, plural: CorePlural, namespace: str, name: str, *, uid: str) -> None:
+        """Delete the object if it is still the one with ``uid`` (a namesake made since is left alone)."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        response = await self._send("DELETE", _core_path(plural, namespace, name), json=body)
+        if response.status_code not in (404, 409):
+            _raise_for_status(response)
 
     # ------------------------------------------------------------------ Reviews (/metrics access)
 

@@ -34,7 +34,7 @@ from aigw_operator.engine.reconcile import Reconciler
 from aigw_operator.engine.reporting import reconcile_result
 from aigw_operator.engine.resource import ObjectState, Resource
 from aigw_operator.engine.workqueue import WorkQueue
-from aigw_operator.kube.client import Connection, KubeClient, ObjectRef
+from aigw_operator.kube.client import Connection, CorePlural, KubeClient, ObjectRef
 from aigw_operator.kube.credentials import Credentials, KeyScope
 from aigw_operator.kube.secret_protection import SecretProtection
 from aigw_operator.registry import KINDS, Kind
@@ -84,6 +84,20 @@ class _LazyKube:
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> bool:
         return await self._require().set_secret_finalizers(namespace, name, finalizers, resource_version)
+
+    async def get_core(self, plural: CorePlural, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._require(write=False).get_core(plural, namespace, name)
+
+    async def create_core(self, plural: CorePlural, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        return await self._require().create_core(plural, namespace, body)
+
+    async def replace_core(
+        self, plural: CorePlural, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        return await self._require().replace_core(plural, namespace, name, body)
+
+    async def delete_core(self, plural: CorePlural, namespace: str, name: str, *, uid: str) -> None:
+        await self._require().delete_core(plural, namespace, name, uid=uid)
 
 
 @dataclass

@@ -142,7 +142,13 @@ app.kubernetes.io/part-of: aigw-operator
 # only for secretWatch, whose label selector makes the API server send labelled Secrets only;
 # patch for the finalizer that keeps a credentials Secret while resources need it to delete
 # their upstream objects (a namespace deletion would otherwise deadlock).
+# spec.writeConnectionDetailsTo: the one ConfigMap or Secret per resource that the operator
+# writes (create, replace with update) and deletes when the target is renamed or removed; get
+# first, so that an object it does not own is never overwritten.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: {{ ternary (list "get" "list" "watch" "patch") (list "get" "patch") .Values.secretWatch.enabled | toJson }}
+  verbs: {{ ternary (list "get" "list" "watch" "patch" "create" "update" "delete") (list "get" "patch" "create" "update" "delete") .Values.secretWatch.enabled | toJson }}
 {{- end }}
