@@ -334,6 +334,35 @@ def _version_priority(version: str) -> tuple[int, int, int, str]:
     return (rank, -int(major), -int(minor or 0), version)
 
 
+_FOREGROUND = "foregroundDeletion"
+_PROPAGATION_POLICIES = ("Background", "Foreground", "Orphan")
+
+
+def _owner_uids(obj: Mapping[str, Any] | None) -> set[str]:
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return {str(r["uid"]) for r in refs if isinstance(r, dict) and r.get("uid")}
+
+
+def _propagation_policy(body: Any, query: str | None) -> str:
+    """DeleteOptions' propagationPolicy (the body wins over the query parameter, and the
+    deprecated orphanDependents counts as Orphan or Background); unset: Background."""
+    options = body if isinstance(body, dict) else {}
+    policy = options.get("propagationPolicy") or query
+    if policy is None and options.get("orphanDependents") is not None:
+        policy = "Orphan" if options["orphanDependents"] else "Background"
+    if policy is None:
+        return "Background"
+    if policy not in _PROPAGATION_POLICIES:
+        supported = ", ".join(f'"{p}"' for p in _PROPAGATION_POLICIES)
+        raise ApiError(
+            422,
+            "Invalid",
+            f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: "{policy}": '
+            f"supported values: {supported}",
+        )
+    return str(policy)
+
+
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -694,6 +723,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _unanswered: set[int] = attrs.field(factory=set, init=False)
     _answered: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _controllers: dict[str, asyncio.Task[None]] = attrs.field(factory=dict, init=False)
+    # The garbage collector's graph: every stored object by uid, and the dependents that name
+    # each uid in their ownerReferences (as (group, plural, namespace, name)).
+    _by_uid: dict[str, tuple[str, str, str | None, str]] = attrs.field(factory=dict, init=False)
+    _dependents: dict[str, set[tuple[str, str, str | None, str]]] = attrs.field(
+        factory=lambda: collections.defaultdict(set), init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -974,7 +1009,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
             result = self._update(rtype, namespace, name, subresource, patcher, dry_run=dry_run, patch=True)
         else:
             assert name is not None
-            result = self._delete(rtype, namespace, name, body, dry_run=dry_run)
+            result = self._delete(
+                rtype, namespace, name, body, dry_run=dry_run, propagation=query.get("propagationPolicy")
+            )
         return await self._respond_to_write(request, self._present(rtype, result), status, before)
 
     # --- reviews (authentication.k8s.io, authorization.k8s.io) ---
@@ -1477,10 +1514,112 @@ class KubeEmulator(kmock.KubernetesEmulator):
             bucket.pop((meta.get("namespace"), meta["name"]), None)
         else:
             bucket[(meta.get("namespace"), meta["name"])] = obj
+        self._index_owners(rtype, event_type, obj, prev)
         self._emit(event_type, rtype, obj, prev)
         if self.on_write is not None:
             self.on_write(rtype, event_type, copy.deepcopy(obj))
+        if event_type == "DELETED":
+            self._collect_garbage(obj)
         return obj
+
+    # --- the garbage collector (ownerReferences) ---
+
+    def _index_owners(self, rtype: ResourceType, event_type: str, obj: JSON, prev: JSON | None) -> None:
+        meta = obj["metadata"]
+        key = (rtype.group, rtype.plural, meta.get("namespace"), meta["name"])
+        uid = meta.get("uid")
+        if event_type == "DELETED":
+            if uid and self._by_uid.get(uid) == key:
+                del self._by_uid[uid]
+        elif uid:
+            self._by_uid[uid] = key
+        before = _owner_uids(prev) if prev is not None and event_type != "ADDED" else set()
+        after = set() if event_type == "DELETED" else _owner_uids(obj)
+        for owner in before - after:
+            self._dependents[owner].discard(key)
+            if not self._dependents[owner]:
+                del self._dependents[owner]
+        for owner in after - before:
+            self._dependents[owner].add(key)
+
+    def _lookup(self, key: tuple[str, str, str | None, str]) -> tuple[ResourceType, JSON] | None:
+        group, plural, namespace, name = key
+        obj = self._store[(group, plural)].get((namespace, name))
+        if obj is None:
+            return None
+        rtype = next((t for t in self._types.values() if (t.group, t.plural) == (group, plural)), None)
+        return (rtype, obj) if rtype is not None else None
+
+    def _dependents_of(self, owner: JSON) -> list[tuple[ResourceType, JSON]]:
+        """The stored objects whose ownerReferences name ``owner``'s uid: in its own namespace
+        only when it is namespaced (a namespaced owner cannot own objects elsewhere)."""
+        meta = owner["metadata"]
+        found = []
+        for key in sorted(
+            self._dependents.get(meta.get("uid") or "", ()), key=lambda k: (k[2] or "", k[0], k[1], k[3])
+        ):
+            if meta.get("namespace") is not None and key[2] != meta.get("namespace"):
+                continue
+            looked_up = self._lookup(key)
+            if looked_up is not None:
+                found.append(looked_up)
+        return found
+
+    def _collect_garbage(self, owner: JSON) -> None:
+        """``owner`` is gone from the store: what the garbage collector does next, at once.
+
+        Each dependent whose every owner is now gone is deleted (background propagation: one with
+        finalizers is marked for deletion and waits for them); one that still has a live owner
+        loses the references to the owners that are gone. An owner waiting in foreground deletion
+        for this object may be released."""
+        for rtype, dependent in self._dependents_of(owner):
+            refs = dependent["metadata"].get("ownerReferences") or []
+            live = [r for r in refs if isinstance(r, dict) and r.get("uid") in self._by_uid]
+            if live:
+                if len(live) != len(refs):
+                    self._rewrite_owner_references(rtype, dependent, live)
+            elif not dependent["metadata"].get("deletionTimestamp"):
+                self._delete(rtype, dependent["metadata"].get("namespace"), dependent["metadata"]["name"], None)
+        for uid in _owner_uids(owner):
+            self._release_foreground(uid)
+
+    def _rewrite_owner_references(self, rtype: ResourceType, obj: JSON, refs: list[JSON]) -> None:
+        new = copy.deepcopy(obj)
+        if refs:
+            new["metadata"]["ownerReferences"] = refs
+        else:
+            new["metadata"].pop("ownerReferences", None)
+        self._commit(rtype, "MODIFIED", new, obj)
+
+    def _orphan_dependents(self, owner: JSON) -> None:
+        """propagationPolicy Orphan: the dependents lose their reference to ``owner`` and stay."""
+        uid = owner["metadata"].get("uid")
+        for rtype, dependent in self._dependents_of(owner):
+            refs = dependent["metadata"].get("ownerReferences") or []
+            self._rewrite_owner_references(rtype, dependent, [r for r in refs if r.get("uid") != uid])
+
+    def _release_foreground(self, uid: str | None) -> None:
+        """An owner in foreground deletion loses its ``foregroundDeletion`` finalizer once no
+        dependent with ``blockOwnerDeletion: true`` is left (and goes, if that was the last one)."""
+        key = self._by_uid.get(uid or "")
+        looked_up = self._lookup(key) if key is not None else None
+        if looked_up is None:
+            return
+        rtype, owner = looked_up
+        meta = owner["metadata"]
+        if not meta.get("deletionTimestamp") or _FOREGROUND not in (meta.get("finalizers") or []):
+            return
+        for _, dependent in self._dependents_of(owner):
+            for ref in dependent["metadata"].get("ownerReferences") or []:
+                if ref.get("uid") == uid and ref.get("blockOwnerDeletion"):
+                    return
+        new = copy.deepcopy(owner)
+        new["metadata"]["finalizers"] = [f for f in meta.get("finalizers") or [] if f != _FOREGROUND]
+        if not new["metadata"]["finalizers"]:
+            new["metadata"].pop("finalizers")
+        committed = self._commit(rtype, "MODIFIED", new, owner)
+        if not committed["metadata"].get("finalizers"):
+            self._remove(rtype, committed)
 
     def _create(self, rtype: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False) -> JSON:
         if not isinstance(body, dict):
@@ -1700,8 +1839,45 @@ class KubeEmulator(kmock.KubernetesEmulator):
             "application/merge-patch+json" + ("" if rtype.crd_name else ", application/strategic-merge-patch+json"),
         )
 
+    def _delete_in_foreground(self, rtype: ResourceType, old: JSON) -> JSON:
+        """propagationPolicy Foreground: the owner is marked for deletion with the
+        ``foregroundDeletion`` finalizer, its dependents are deleted (in foreground too when they
+        have dependents of their own), and the finalizer goes once no dependent with
+        ``blockOwnerDeletion: true`` is left; the owner goes with it unless other finalizers stay."""
+        new = copy.deepcopy(old)
+        meta = new["metadata"]
+        meta["deletionTimestamp"] = _now()
+        meta["deletionGracePeriodSeconds"] = 0
+        meta["finalizers"] = [*(meta.get("finalizers") or []), _FOREGROUND]
+        if rtype.tracks_generation:
+            meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        committed = self._commit(rtype, "MODIFIED", new, old)
+        for dep_type, dependent in self._dependents_of(committed):
+            if dependent["metadata"].get("deletionTimestamp"):
+                continue
+            nested = self._dependents.get(dependent["metadata"].get("uid") or "")
+            self._delete(
+                dep_type,
+                dependent["metadata"].get("namespace"),
+                dependent["metadata"]["name"],
+                None,
+                propagation="Foreground" if nested else "Background",
+            )
+        self._release_foreground(committed["metadata"]["uid"])
+        current = self._store[(rtype.group, rtype.plural)].get(
+            (committed["metadata"].get("namespace"), committed["metadata"]["name"])
+        )
+        return current if current is not None else committed
+
     def _delete(
-        self, rtype: ResourceType, namespace: str | None, name: str, body: Any, *, dry_run: bool = False
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        propagation: str | None = None,
     ) -> JSON:
         old = self._get(rtype, namespace, name)
         is_namespace = (rtype.group, rtype.plural) == ("", "namespaces")
@@ -1728,8 +1904,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 )
         if is_namespace:
             return self._delete_namespace(rtype, old, dry_run=dry_run)
+        policy = _propagation_policy(body, propagation)
         if dry_run:
             return old
+        if policy == "Orphan" and not old["metadata"].get("deletionTimestamp"):
+            self._orphan_dependents(old)
+        if policy == "Foreground" and not old["metadata"].get("deletionTimestamp"):
+            return self._delete_in_foreground(rtype, old)
         if not old["metadata"].get("finalizers"):
             return self._remove(rtype, old)
         if old["metadata"].get("deletionTimestamp"):
