@@ -80,8 +80,14 @@ class Target:
             return cls("secrets", str(recorded["secret"]))
         return None
 
-    def entry(self, digest: str) -> dict[str, str]:
-        return {self.field: self.name, "digest": digest}
+    def entry(self, digest: str, recorded: Any = None) -> dict[str, str | None]:
+        """The status entry; a field of another kind that ``recorded`` still has is removed (the
+        status is merge-patched, so its nested keys would otherwise stay)."""
+        entry: dict[str, str | None] = {self.field: self.name, "digest": digest}
+        other = "secret" if self.field == "configMap" else "configMap"
+        if isinstance(recorded, Mapping) and other in recorded:
+            entry[other] = None
+        return entry
 
 
 class ConnectionDetails(Generic[SpecT, DesiredT, ObservedT]):
@@ -151,12 +157,12 @@ class ConnectionDetails(Generic[SpecT, DesiredT, ObservedT]):
             if look:
                 foreign = await self._put(resource, target, data)
                 if foreign is not None:
-                    report.extra_status[STATUS_KEY] = target.entry("")
+                    report.extra_status[STATUS_KEY] = target.entry("", recorded)
                     message = _conflict_message(resource, target, foreign)
                     report.fail(CONFLICT_REASON, message, set_ready=True)
                     report.event("Warning", CONFLICT_REASON, message)
                     return
-            report.extra_status[STATUS_KEY] = target.entry(digest)
+            report.extra_status[STATUS_KEY] = target.entry(digest, recorded)
             if with_key:
                 self._keys[uid] = credential_fingerprint(api_key)
             else:
@@ -165,7 +171,7 @@ class ConnectionDetails(Generic[SpecT, DesiredT, ObservedT]):
                 await self._delete_owned(resource, old)
         except (httpx.HTTPError, KubeError) as exc:
             where = f"{target.kind} {target.name}" if target is not None else "the connection details"
-            report.extra_status[STATUS_KEY] = target.entry("") if target is not None else recorded
+            report.extra_status[STATUS_KEY] = target.entry("", recorded) if target is not None else recorded
             message = f"could not write {where}: {redact(str(exc)) or type(exc).__name__}"
             report.fail(FAILED_REASON, message, set_ready=False)
             report.event("Warning", FAILED_REASON, message)
