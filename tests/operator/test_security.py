@@ -73,17 +73,41 @@ def _allows(granted: dict[tuple[str | None, str, str], set[str]], key: tuple[str
 async def _full_lifecycle(env: KubeEnv, baseten: BasetenSimulator) -> None:
     kube = env.kube
     await kube.put_secret("openai", {"apiKey": OPENAI_KEY}, labels=WATCHED)
+    # Connection details in each form, so that every verb they are granted is used: created as
+    # ConfigMaps and Secrets, replaced (update) when a value changes, deleted when the target moves
+    # or goes (the objects go with their resources by the garbage collector, not the operator).
     resources: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
-        ("GatewayEndpoint", "gatewayendpoints", "gpt", endpoint_spec(), {"slug": "my-org/gpt-2"}),
+        (
+            "GatewayEndpoint",
+            "gatewayendpoints",
+            "gpt",
+            {**endpoint_spec(), "writeConnectionDetailsTo": {"secret": "gpt-connection"}},
+            {"slug": "my-org/gpt-2"},
+        ),
         (
             "Provider",
             "providers",
             "vllm",
-            test_provider.spec(providerKeys=[{"name": "primary", "secretRef": {"name": "openai"}}]),
-            {"name": "vLLM 2"},
+            test_provider.spec(
+                providerKeys=[{"name": "primary", "secretRef": {"name": "openai"}}],
+                writeConnectionDetailsTo={"configMap": "vllm-connection"},
+            ),
+            {"name": "vLLM 2", "writeConnectionDetailsTo": {"configMap": None, "secret": "vllm-connection"}},
         ),
-        ("Model", "models", "assistant", test_model.spec(), {"summary": "changed"}),
-        ("DedicatedEndpoint", "dedicatedendpoints", "llama", test_dedicated_endpoint.spec(), {"state": "Stopped"}),
+        (
+            "Model",
+            "models",
+            "assistant",
+            test_model.spec(writeConnectionDetailsTo={"secret": "assistant-connection"}),
+            {"summary": "changed"},
+        ),
+        (
+            "DedicatedEndpoint",
+            "dedicatedendpoints",
+            "llama",
+            test_dedicated_endpoint.spec(writeConnectionDetailsTo={"configMap": "llama-connection"}),
+            {"state": "Stopped"},
+        ),
     ]
     for kind, plural, name, spec, _ in resources:
         response = await kube.create(kind, plural, name, spec)
@@ -105,6 +129,9 @@ async def _full_lifecycle(env: KubeEnv, baseten: BasetenSimulator) -> None:
         await kube.wait_for(
             "providers", "vllm", lambda o, g=generation: bool(o and o["status"].get("observedGeneration") == g)
         )
+    # The Provider's connection details removed: its Secret is deleted.
+    await kube.patch_spec("providers", "vllm", {"writeConnectionDetailsTo": None})
+    await kube.wait_for("providers", "vllm", lambda o: bool(o and "connectionDetails" not in o["status"]))
     for _, plural, name, _, _ in resources:
         await kube.delete(plural, name)
     for _, plural, name, _, _ in resources:
