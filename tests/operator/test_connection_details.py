@@ -17,6 +17,7 @@ import pytest
 
 from aigw_testbed.kubectl import condition
 from aigw_testbed.simulators.base import SimulatorServer
+from aigw_testbed.simulators.baseten import BasetenSimulator
 from aigw_testbed.simulators.together import TogetherSimulator
 from tests.conftest import API_KEY, NGROK_KEY, REGISTRY_KEY, TOGETHER_KEY
 from tests.operator import test_dedicated_endpoint, test_gateway_endpoint, test_model, test_provider
@@ -24,6 +25,7 @@ from tests.operator.conftest import KubeEnv, OperatorRunner
 
 REQUESTED = "aigw.dev/reconcile-requested-at"
 RESYNC = {"aigw.dev/resync-seconds": "1"}
+ROTATED = "bt-rotated-key-77aa01"  # a canary too: the scan holds it to the Secret alone
 WRITES = frozenset({"create", "update", "patch", "delete"})
 
 Change = Callable[[KubeEnv, dict[str, SimulatorServer], dict[str, Any]], Awaitable[None]]
@@ -407,3 +409,26 @@ async def test_deleting_the_resource_removes_the_object(
 
     # The garbage collector's work (a real cluster's takes a moment).
     await _until(collected, "the owned Secret goes with its owner", timeout=30)
+
+
+async def test_a_rotated_api_key_is_written_to_the_secret_at_the_next_resync(
+    kube_env: KubeEnv, simulators: dict[str, SimulatorServer], operator: OperatorRunner, credentials: str
+) -> None:
+    """includeApiKeyAs: the key the resource uses, rotated in its credentials Secret, reaches the
+    connection details without a spec change (the routine resync that finds it new is not
+    answered from the listing alone), in one write."""
+    kind = KINDS[0]
+    baseten = simulators["baseten"]
+    assert isinstance(baseten, BasetenSimulator)
+    target = {"secret": "app-connection", "includeApiKeyAs": "API_KEY"}
+    await _create_ready(kube_env, kind, "app", target, annotations=RESYNC)
+    emulator = _emulator(kube_env)
+    await _settled()
+    emulator.reset_counters()
+    baseten.add_key(ROTATED)
+    await kube_env.kube.put_secret("baseten", {"apiKey": ROTATED})
+    await _written(kube_env, "secrets", "app-connection", "API_KEY", ROTATED)
+    await asyncio.sleep(2.5)  # resyncs after it
+    assert emulator.requests_count(frozenset({"update"}), "secrets") == 1, emulator.counters()
+    # (The create counted is the test's own put_secret, which then patches.)
+    assert emulator.requests_count(frozenset({"delete"}), "secrets") == 0, emulator.counters()

@@ -122,3 +122,23 @@ def test_region_is_immutable() -> None:
     assert "region is immutable" in str(refused.value)
     # Unrelated edits pass.
     admit(CRDS["GatewayEndpoint"], gwe(region="EU", slug="my-org/y"), old)
+
+
+def test_the_application_examples_consume_connection_details_the_examples_write() -> None:
+    """examples/apps/ (not applied by the demo): valid Kubernetes objects, and every envFrom names
+    a ConfigMap or Secret that an example resource's writeConnectionDetailsTo writes."""
+    import kubernetes_validate
+
+    written = set()
+    for resource in examples():
+        target = resource["spec"].get("writeConnectionDetailsTo") or {}
+        written |= {("configMapRef", target.get("configMap")), ("secretRef", target.get("secret"))}
+    apps = [d for p in sorted((REPO / "examples" / "apps").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+    assert apps
+    for app in apps:
+        kubernetes_validate.validate(app, "1.30", strict=True)
+        sources = [s for c in app["spec"]["template"]["spec"]["containers"] for s in c.get("envFrom") or []]
+        assert sources, f"{app['metadata']['name']} consumes no connection details"
+        for source in sources:
+            [(ref, value)] = [(k, v) for k, v in source.items() if k in ("configMapRef", "secretRef")]
+            assert (ref, value["name"]) in written, (ref, value)
