@@ -35,6 +35,7 @@ local degraded = {
   RecreateRequired = true,
   HardwareUnavailable = true,
   Error = true,
+  ConnectionDetailsConflict = true,
 }
 
 local function condition(conditions, type_)

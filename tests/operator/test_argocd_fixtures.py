@@ -209,6 +209,15 @@ async def deletion_paused(c: Case) -> dict[str, Any]:
     return obj
 
 
+async def connection_details_conflict(c: Case) -> dict[str, Any]:
+    """The ConfigMap spec.writeConnectionDetailsTo names exists and is not the resource's."""
+    path = f"/api/v1/namespaces/{c.kube.namespace}/configmaps"
+    response = await c.kube.http.post(path, json={"metadata": {"name": "taken"}, "data": {"MINE": "yes"}})
+    assert response.status_code == 201, response.text
+    await c.create({**c.driver.spec(), "writeConnectionDetailsTo": {"configMap": "taken"}})
+    return await c.reason("ConnectionDetailsConflict")
+
+
 GENERIC: dict[str, tuple[str, Drive]] = {
     "progressing_no_status": ("Progressing", no_status),
     "suspended_reconcile_paused": ("Suspended", reconcile_paused),
@@ -225,6 +234,7 @@ GENERIC: dict[str, tuple[str, Drive]] = {
     "degraded_credentials_not_permitted": ("Degraded", credentials_not_permitted),
     "progressing_deleting": ("Progressing", deleting),
     "degraded_deletion_blocked": ("Degraded", deletion_blocked),
+    "degraded_connection_details_conflict": ("Degraded", connection_details_conflict),
 }
 
 
