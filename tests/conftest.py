@@ -196,7 +196,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("AIGW_TEST_KUBECONFIG"):
         api = f"{_scanned['events']} Events and {_scanned['resources']} custom resources listed before teardowns"
     else:
-        api = f"{_scanned['event_writes']} Event and {_scanned['resource_writes']} custom resource writes (each write)"
+        api = (
+            f"{_scanned['event_writes']} Event, {_scanned['resource_writes']} custom resource and "
+            f"{_scanned['configmap_writes']} ConfigMap writes (each write)"
+        )
     summary = (
         f"canary keys: {len(_log_stream.leaks)} leaks in {_log_stream.lines} log lines ({SESSION_LOG_FORMAT}, "
         f"{SESSION_LOG_LEVEL}, redacted, as the pod log holds them), {len(_raw_records.leaks)} in "

@@ -97,8 +97,9 @@ async def kube_env() -> AsyncIterator[KubeEnv]:
 
 
 def _scan_write(env: KubeEnv, rtype: ResourceType, event_type: str, obj: dict[str, Any]) -> None:
-    """The emulator's write hook: every Event and every custom resource (spec, metadata, status), at
-    every write, so what a test deletes, and every status it passes through, is scanned too. It
+    """The emulator's write hook: every Event, every custom resource (spec, metadata, status) and
+    every ConfigMap (the connection details: never a key, which only a Secret may hold), at every
+    write, so what a test deletes, and every status it passes through, is scanned too. It
     records rather than raises (a raise would fail the operator's write); scan_for_canaries fails
     the test."""
     if event_type == "DELETED":
@@ -107,6 +108,8 @@ def _scan_write(env: KubeEnv, rtype: ResourceType, event_type: str, obj: dict[st
         _scanned["event_writes"] += 1
     elif rtype.crd_name is not None:
         _scanned["resource_writes"] += 1
+    elif rtype.kind == "ConfigMap":
+        _scanned["configmap_writes"] += 1
     else:
         return
     leaked = _keys_in(json.dumps(obj))
