@@ -1065,3 +1065,75 @@ def test_dedicated_listed_unchanged(
     desired: DesiredEndpoint, item: together.Endpoint, status: dict[str, Any], expected: bool
 ) -> None:
     assert DEDICATED.listed_unchanged(desired, item, status) is expected
+
+
+# --------------------------------------------------------------------------------------------
+# Connection details (spec.writeConnectionDetailsTo), every kind
+# --------------------------------------------------------------------------------------------
+
+GATEWAY_URL = GatewayEndpointAdapter(client=None, inference_url="https://inference.example/v1")  # type: ignore[arg-type]
+TOGETHER_URL = DedicatedEndpointAdapter(client=None, inference_url="https://api.together.example/v1")  # type: ignore[arg-type]
+
+CONNECTION_DETAILS = [
+    pytest.param(
+        GATEWAY_URL,
+        gw_desired(slug="my-org/glm"),
+        gw_observed(slug="my-org/glm"),
+        {"MODEL": "my-org/glm", "SLUG": "my-org/glm", "BASE_URL": "https://inference.example/v1", "ENDPOINT_ID": "e1"},
+        id="gateway-the-slug-is-the-model",
+    ),
+    pytest.param(
+        PROVIDER,
+        pv_desired(),
+        pv_observed(models=[{"id": "pm1", "modelId": "a"}, {"modelId": "b"}]),
+        {"PROVIDER_ID": "local", "MODELS": "local:a,local:b"},
+        id="provider-several-models-no-single-model",
+    ),
+    pytest.param(
+        PROVIDER,
+        pv_desired(),
+        pv_observed(models=[{"id": "pm1", "modelId": "a"}]),
+        {"PROVIDER_ID": "local", "MODELS": "local:a", "MODEL": "local:a"},
+        id="provider-one-model-is-also-MODEL",
+    ),
+    pytest.param(
+        PROVIDER, pv_desired(), pv_observed(), {"PROVIDER_ID": "local", "MODELS": ""}, id="provider-no-models"
+    ),
+    pytest.param(
+        MODEL,
+        md_desired(),
+        md_observed(tenant="t1"),
+        {"MODEL_ID": "id-1", "MODEL_NAME": "m1", "TENANT": "t1"},
+        id="model-in-a-tenant",
+    ),
+    pytest.param(
+        MODEL, md_desired(), md_observed(), {"MODEL_ID": "id-1", "MODEL_NAME": "m1"}, id="model-default-tenant"
+    ),
+    pytest.param(
+        TOGETHER_URL,
+        de_desired(),
+        de_observed("STARTING"),
+        {
+            "MODEL": "acct/meta/llama-abc",
+            "BASE_URL": "https://api.together.example/v1",
+            "STATE": "STARTING",
+            "ENDPOINT_ID": "ep-1",
+        },
+        id="dedicated-the-system-name-is-the-model",
+    ),
+    pytest.param(
+        TOGETHER_URL,
+        de_desired(),
+        de_observed("PENDING", name=None),
+        {"BASE_URL": "https://api.together.example/v1", "STATE": "PENDING", "ENDPOINT_ID": "ep-1"},
+        id="dedicated-not-named-yet-no-MODEL",
+    ),
+]
+
+
+@pytest.mark.parametrize(("adapter", "desired", "observed", "expected"), CONNECTION_DETAILS)
+def test_connection_details(adapter: Any, desired: Any, observed: Any, expected: dict[str, str]) -> None:
+    details = adapter.connection_details(desired, observed)
+    assert details == expected
+    # Never a key: the loop adds one only when the user asks (includeApiKeyAs).
+    assert SECRET_KEY not in str(details)
