@@ -28,6 +28,33 @@ CHANGES: dict[str, tuple[dict[str, Any], str]] = {
     "DedicatedEndpoint": ({"autoscaling": {"minReplicas": 2, "maxReplicas": 3}}, "autoscaling"),
 }
 OBSERVE_ONLY = {"managementPolicy": "ObserveOnly"}
+LATER = "2030-01-01T00:00:00Z"
+
+
+def _edit_by_hand(kind: str, sim: Any, upstream_id: str) -> None:
+    """Change the upstream object as someone in the vendor's dashboard would."""
+    if kind == "GatewayEndpoint":
+        sim.modify_out_of_band(upstream_id, targets=[{"provider": "BASETEN", "model_id": "edited0"}], updated_at=LATER)
+    elif kind == "Provider":
+        sim.modify_out_of_band(upstream_id, name="edited by hand", updatedAt=LATER)
+    elif kind == "Model":
+        [name] = [m["name"] for m in sim.models("root").values() if m["id"] == upstream_id]
+        sim.modify_out_of_band(name, tenant="root", summary="edited by hand")
+        # What the status mirrors of a model (its list item has no updated_at): who uses it.
+        sim.connect_endpoint(name, "support", "my-org/support", tenant="root")
+    else:
+        endpoint = sim.endpoints[upstream_id]
+        endpoint.min_replicas, endpoint.max_replicas = 3, 4
+
+
+def _mirrored(kind: str, status: dict[str, Any]) -> bool:
+    if kind == "DedicatedEndpoint":
+        return status.get("minReplicas") == 3 and status.get("maxReplicas") == 4
+    if kind == "Model":
+        return [e.get("slug") for e in status.get("connectedEndpoints") or ()] == ["my-org/support"]
+    return status.get("updatedAt") == LATER
+
+
 NO_DELETE = {"managementPolicy": "NoDelete"}
 
 
@@ -76,11 +103,13 @@ async def test_observe_only_mirrors_reports_drift_and_never_writes_upstream(
     assert condition(obj, "Ready")["status"] == "True", "the object is there and serves: only the spec differs"  # type: ignore[index]
     drift = [e for e in await kube_env.kube.events("observer") if e["reason"] == "UpstreamDrift"]
     assert len(drift) == 1 and drift[0]["type"] == "Warning", drift
-    # Asked again at once: still reported, still not corrected.
+    # Changed by hand upstream, and looked at again: the status follows; nothing is corrected.
+    _edit_by_hand(kind.kind, sim, foreign)
     await kube_env.kube.patch_meta(kind.plural, "observer", {"annotations": {"aigw.dev/reconcile-requested-at": "1"}})
-    await kube_env.kube.wait_for(
-        kind.plural, "observer", lambda o: bool(o and o["status"].get("lastHandledReconcileAt") == "1")
+    obj = await kube_env.kube.wait_for(
+        kind.plural, "observer", lambda o: bool(o and _mirrored(kind.kind, o["status"])), timeout=10
     )
+    assert condition(obj, "Synced")["reason"] == "UpstreamDrift"  # type: ignore[index]
     # Recorded for a rebuild from Git, as for any adoption.
     assert (obj["metadata"].get("annotations") or {}).get(EXTERNAL_ID) == foreign
 
