@@ -13,10 +13,14 @@
 --              reason: a spec that was just fixed is not Degraded by the refusal of the old one.
 -- Degraded:    Ready or Synced False with a reason that needs a human (the spec, the key, the
 --              upstream object or the hardware must change before the operator can progress).
---              HardwareUnavailable is one: nothing is created or billed, the operator retries
---              with backoff and turns Healthy if the hardware comes back, but only a human can
---              choose other hardware, and Argo CD re-evaluates health on changes, not on a
---              clock, so a time bound here would never fire reliably.
+--              With managementPolicy: ObserveOnly, UpstreamDrift (the object differs from the
+--              spec and the operator will not correct it) and UpstreamNotFound (nothing to
+--              observe) are such reasons: Git and the world disagree and only a human can
+--              settle which is right. HardwareUnavailable is one too: nothing is created or
+--              billed, the operator retries with backoff and turns Healthy if the hardware
+--              comes back, but only a human can choose other hardware, and Argo CD
+--              re-evaluates health on changes, not on a clock, so a time bound here would never
+--              fire reliably.
 -- Suspended:   a DedicatedEndpoint stopped on purpose (Stopped) or left stopped (AutoStopped).
 -- Healthy:     Ready=True.
 -- Progressing: anything else, such as Ready=False with a reason the operator retries by itself
@@ -36,6 +40,8 @@ local degraded = {
   HardwareUnavailable = true,
   Error = true,
   ConnectionDetailsConflict = true,
+  UpstreamDrift = true,
+  UpstreamNotFound = true,
 }
 
 local function condition(conditions, type_)

@@ -218,6 +218,21 @@ async def connection_details_conflict(c: Case) -> dict[str, Any]:
     return await c.reason("ConnectionDetailsConflict")
 
 
+async def upstream_drift(c: Case) -> dict[str, Any]:
+    """Switched to ObserveOnly with a spec the upstream object does not match: reported, not corrected."""
+    await available(c)
+    change = {"managementPolicy": "ObserveOnly", **c.driver.update}
+    response = await c.kube.patch_spec(c.driver.plural, NAME, change)
+    assert response.status_code == 200, response.text
+    return await c.reason("UpstreamDrift", type_="Synced")
+
+
+async def upstream_not_found(c: Case) -> dict[str, Any]:
+    """ObserveOnly, and no upstream object holds the spec's key: nothing is created."""
+    await c.create({**c.driver.spec(), "managementPolicy": "ObserveOnly"})
+    return await c.reason("UpstreamNotFound")
+
+
 GENERIC: dict[str, tuple[str, Drive]] = {
     "progressing_no_status": ("Progressing", no_status),
     "suspended_reconcile_paused": ("Suspended", reconcile_paused),
@@ -235,6 +250,7 @@ GENERIC: dict[str, tuple[str, Drive]] = {
     "progressing_deleting": ("Progressing", deleting),
     "degraded_deletion_blocked": ("Degraded", deletion_blocked),
     "degraded_connection_details_conflict": ("Degraded", connection_details_conflict),
+    "degraded_upstream_drift": ("Degraded", upstream_drift),
 }
 
 
@@ -311,7 +327,10 @@ SPECIFIC: dict[str, dict[str, tuple[str, Drive]]] = {
 
 
 # Kinds whose upstream has a unique key another object can already hold (Together has none).
-UNIQUE_KEY: dict[str, tuple[str, Drive]] = {"degraded_already_exists": ("Degraded", already_exists)}
+UNIQUE_KEY: dict[str, tuple[str, Drive]] = {
+    "degraded_already_exists": ("Degraded", already_exists),
+    "degraded_upstream_not_found": ("Degraded", upstream_not_found),
+}
 
 
 def scenarios(kind: str) -> dict[str, tuple[str, Drive]]:

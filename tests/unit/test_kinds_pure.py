@@ -772,10 +772,10 @@ def test_model_tenants(desired: DesiredModel, tenant: str | None, stored: str | 
 DE_SPEC = {"model": "meta/llama", "hardware": "1x_h100", "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}
 
 
-def de_desired(*, spec_changed: bool = False, **spec: Any) -> DesiredEndpoint:
+def de_desired(*, spec_changed: bool = False, observing: bool = False, **spec: Any) -> DesiredEndpoint:
     validated = DedicatedEndpointSpec.model_validate({**DE_SPEC, **spec})
     # As desire() names it: the spec's displayName, else <namespace>/<name>.
-    return DesiredEndpoint(validated, validated.display_name or "ns/de", spec_changed=spec_changed)
+    return DesiredEndpoint(validated, validated.display_name or "ns/de", spec_changed=spec_changed, observing=observing)
 
 
 def de_observed(state: str = "STARTED", **fields: Any) -> together.Endpoint:
@@ -895,6 +895,18 @@ DEDICATED_READINESS = [
         de_observed("STARTED"),
         Readiness(False, "Scaling", "autoscaling is moving to the spec's bounds", True),
         id="started-scaling",
+    ),
+    pytest.param(
+        de_desired(observing=True, autoscaling={"minReplicas": 2, "maxReplicas": 2}),
+        de_observed("STARTED"),
+        Readiness(True, "Available", "acct/meta/llama-abc serves meta/llama"),
+        id="observed-other-bounds-serves-nothing-moves",
+    ),
+    pytest.param(
+        de_desired(observing=True),
+        de_observed("STOPPED"),
+        Readiness(False, "Stopped", "Together reports the endpoint STOPPED"),
+        id="observed-stopped-no-auto-stop-claim",
     ),
     pytest.param(
         de_desired(),

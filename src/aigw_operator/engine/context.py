@@ -79,7 +79,7 @@ class Context(Generic[SpecT, DesiredT, ObservedT]):
                 return ""
             raise
 
-    def view(self, resource: Resource, *, deleting: bool = False) -> KubeView:
+    def view(self, resource: Resource, *, deleting: bool = False, observing: bool = False) -> KubeView:
         async def read_secret(ref: SecretKeyRef) -> SecretValue:
             try:
                 return await self.credentials.secret(resource.ref.namespace, ref)
@@ -98,6 +98,7 @@ class Context(Generic[SpecT, DesiredT, ObservedT]):
             spec_changed=ready is None or ready.get("observedGeneration") != resource.generation,
             read_secret=read_secret,
             deleting=deleting,
+            observing=observing,
             shared_elsewhere=self._shared_elsewhere(resource),
         )
 
@@ -162,6 +163,27 @@ def deletion_policy(declared: Literal["Delete", "Orphan"] | None, status: Mappin
     if declared is not None:
         return declared
     return "Orphan" if status.get("adopted") else "Delete"
+
+
+def management_policy(resource: Resource) -> str:
+    """Full (unset), NoDelete or ObserveOnly: read from the spec as stored, so that the finalize
+    path knows it even for a spec that no longer parses."""
+    return str(resource.spec.get("managementPolicy") or "Full")
+
+
+def observe_only(resource: Resource) -> bool:
+    return management_policy(resource) == "ObserveOnly"
+
+
+def orphans(resource: Resource) -> str | None:
+    """Why deleting ``resource`` leaves its upstream object in place (None: it is deleted)."""
+    policy = management_policy(resource)
+    if policy != "Full":
+        return f"managementPolicy is {policy}"
+    declared = resource.spec.get("deletionPolicy")
+    if deletion_policy(declared, resource.status) == "Delete":
+        return None
+    return "deletionPolicy is Orphan" if declared else "adopted: deleted only with deletionPolicy: Delete"
 
 
 def paused(resource: Resource) -> bool:

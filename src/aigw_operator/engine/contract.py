@@ -70,6 +70,8 @@ class KubeView:
     spec_changed: bool
     read_secret: ReadSecret
     deleting: bool = False
+    # managementPolicy: ObserveOnly: ``desire`` may read the upstream, never write to it.
+    observing: bool = False
     # Whether another live resource of this kind in this namespace refers to this Secret key:
     # an upstream object made from the key (a Baseten secret) is shared by all of them.
     shared_elsewhere: Callable[[SecretKeyRef], bool] = field(default=lambda ref: False)

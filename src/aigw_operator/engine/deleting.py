@@ -17,7 +17,7 @@ import pydantic
 
 from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION
 from aigw_operator.base.redaction import redact
-from aigw_operator.engine.context import Context, deletion_policy, paused
+from aigw_operator.engine.context import Context, orphans, paused
 from aigw_operator.engine.contract import DesiredT, ObservedT, SpecT
 from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator, NotOurs
 from aigw_operator.engine.reporting import Report
@@ -65,9 +65,8 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
             return Outcome(context.backoff(state.failures), done=False)
         report = Report(resource)
         post = context.reporter.post
-        if deletion_policy(resource.spec.get("deletionPolicy"), resource.status) == "Orphan":
-            why = "" if resource.spec.get("deletionPolicy") else " (adopted: deleted only with deletionPolicy: Delete)"
-            await post(resource, state, "Normal", "Orphaned", f"left the upstream object in place{why}")
+        if why := orphans(resource):
+            await post(resource, state, "Normal", "Orphaned", f"left the upstream object in place ({why})")
             context.release(resource)
             return Outcome(None)
         try:

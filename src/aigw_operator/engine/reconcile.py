@@ -31,7 +31,7 @@ from aigw_operator.engine import conditions as cond
 from aigw_operator.engine.backoff import backoff
 from aigw_operator.engine.conditions import Condition
 from aigw_operator.engine.connection import ConnectionDetails
-from aigw_operator.engine.context import Context, Halt, deletion_policy, paused
+from aigw_operator.engine.context import Context, Halt, deletion_policy, management_policy, observe_only, paused
 from aigw_operator.engine.contract import (
     Adapter,
     DesiredT,
@@ -44,6 +44,7 @@ from aigw_operator.engine.contract import (
 )
 from aigw_operator.engine.creating import CREATE_PENDING_ANNOTATION, Creator, NotOurs
 from aigw_operator.engine.deleting import Deleter
+from aigw_operator.engine.observing import DRIFT_REASON, Observer
 from aigw_operator.engine.ownership import Claimant
 from aigw_operator.engine.reporting import Report, Reporter
 from aigw_operator.engine.resource import KubeWriter, ObjectState, Outcome, Resource, unix_time
@@ -101,6 +102,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         self.shortcut = ListingShortcut(self.context)
         self.creator = Creator(self.context, self.shortcut)
         self.deleter = Deleter(self.context, self.creator, self.shortcut)
+        self.observer = Observer(self.context, self.creator, self.shortcut)
         self.connection = ConnectionDetails(self.context)
 
     # ---------------------------------------------------------------- reconcile
@@ -153,13 +155,14 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
                 return Outcome(wait, terminal=True)
 
         ref = spec.credentials_secret_ref
+        observing = observe_only(resource)
         observed: ObservedT | None = None
         try:
             api_key = await context.api_key(resource, ref)
-            if ref is not None and self.protection is not None:
+            if ref is not None and self.protection is not None and not observing:
                 # Before anything exists upstream that would need this key to be deleted.
                 await self.protection.protect(resource.ref.namespace, ref.name)
-            desired = await self.adapter.desire(api_key, spec, context.view(resource))
+            desired = await self.adapter.desire(api_key, spec, context.view(resource, observing=observing))
             report.extra_status.update(self.adapter.desired_status(desired))
             connection_current = self.connection.carry(api_key, resource, spec, report)
             unchanged, listed = await self.shortcut.unchanged(api_key, resource, desired, state, report)
@@ -168,6 +171,10 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
                 context.claim(resource, str(resource.status["id"]))
                 context.reporter.record(resource, report, list(resource.status.get("conditions") or ()))
                 return Outcome(context.resync_delay(resource))
+            if observing:
+                observed = await self.observer.observe(api_key, resource, desired, state, report, listed=listed)
+                drift = self.observer.drift(desired, observed)
+                return await self._settled(api_key, spec, resource, state, report, desired, observed, drift=drift)
             try:
                 observed, gone = await self._observe(api_key, resource, desired, state, report, listed=listed)
             except NotOurs as exc:
@@ -209,13 +216,33 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
             return Outcome(self.settings.credentials_retry_interval)
         except UpstreamError as exc:
             return await self._upstream_error(resource, state, report, exc, observed, ref)
+        return await self._settled(api_key, spec, resource, state, report, desired, observed)
 
+    async def _settled(
+        self,
+        api_key: str,
+        spec: SpecT,
+        resource: Resource,
+        state: ObjectState,
+        report: Report,
+        desired: DesiredT,
+        observed: ObservedT,
+        *,
+        drift: str | None = None,
+    ) -> Outcome:
+        """Report an upstream object the reconcile has brought to the spec, or (``drift``)
+        observed without changing it."""
+        context = self.context
         state.failures = 0
         state.refusals, state.retry_at = 0, None
         context.claim(resource, self.adapter.upstream_id(observed))
         readiness = self.adapter.readiness(desired, observed)
         report.set(Condition(cond.READY, "True" if readiness.ready else "False", readiness.reason, readiness.message))
-        report.set(Condition(cond.SYNCED, "True", "ReconcileSuccess"))
+        if drift is None:
+            report.set(Condition(cond.SYNCED, "True", "ReconcileSuccess"))
+        else:
+            report.set(Condition(cond.SYNCED, "False", DRIFT_REASON, drift))
+            report.event("Warning", DRIFT_REASON, drift)
         if self.adapter.traits.progressing:
             moving = readiness.progressing
             report.set(
@@ -291,6 +318,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         if taken := await self.creator.key_taken(api_key, resource, desired, state, observed):
             await self.creator.already_managed(resource, state, report, taken, observed=observed)
         if replace is not None:
+            self._refuse_replace_if_no_delete(resource, replace.fields, observed)
             if not replace.allowed:
                 raise ReplaceRequired(self.adapter.upstream, None, replace.refusal, method="PATCH", route="")
             return await self._replace(api_key, resource, desired, state, report, observed, replace)
@@ -299,6 +327,7 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         try:
             observed = await self.adapter.update(api_key, observed, desired, changes)
         except ReplaceInstead as instead:
+            self._refuse_replace_if_no_delete(resource, instead.fields, observed)
             replace = Replace(instead.fields, "create-first", allowed=True)
             return await self._replace(api_key, resource, desired, state, report, observed, replace)
         self.shortcut.remember(api_key, desired, observed)
@@ -313,6 +342,18 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         else:
             report.event("Normal", "Updated", f"updated {fields}")
         return observed
+
+    def _refuse_replace_if_no_delete(self, resource: Resource, fields: tuple[str, ...], old: ObservedT) -> None:
+        if management_policy(resource) == "NoDelete":
+            raise ReplaceRequired(
+                self.adapter.upstream,
+                None,
+                f"changing {', '.join(fields)} needs a new upstream object in place of {self.context.describe(old)}, "
+                "which would then be deleted, and managementPolicy is NoDelete: neither is done. Revert the "
+                "change, or set managementPolicy: Full to allow the replace",
+                method="PATCH",
+                route="",
+            )
 
     async def _replace(
         self,

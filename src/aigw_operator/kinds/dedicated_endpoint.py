@@ -110,6 +110,8 @@ class DesiredEndpoint:
     # The spec changed since readiness was last reported: whatever it asks for now is the
     # user's wish, not a reaction to what Together did by itself (an auto-stop).
     spec_changed: bool = True
+    # managementPolicy: ObserveOnly: nothing moves the endpoint towards the spec.
+    observing: bool = False
 
     def autoscaling(self) -> dict[str, int]:
         return {"min_replicas": self.spec.autoscaling.min_replicas, "max_replicas": self.spec.autoscaling.max_replicas}
@@ -185,7 +187,7 @@ class DedicatedEndpointAdapter(Adapter[DedicatedEndpointSpec, DesiredEndpoint, E
 
     async def desire(self, api_key: str, spec: DedicatedEndpointSpec, view: KubeView) -> DesiredEndpoint:
         name = spec.display_name or f"{view.namespace}/{view.name}"
-        return DesiredEndpoint(spec, name, view.spec_changed)
+        return DesiredEndpoint(spec, name, view.spec_changed, view.observing)
 
     def list_scope(self, desired: DesiredEndpoint) -> str:
         return ""
@@ -327,6 +329,8 @@ class DedicatedEndpointAdapter(Adapter[DedicatedEndpointSpec, DesiredEndpoint, E
         if state == "ERROR":
             return Readiness(False, "Error", "Together reports the endpoint in state ERROR")
         if state == "STOPPED":
+            if spec.observing:
+                return Readiness(False, "Stopped", "Together reports the endpoint STOPPED")
             if spec.spec.state == "Started":
                 return Readiness(
                     False,
@@ -335,7 +339,8 @@ class DedicatedEndpointAdapter(Adapter[DedicatedEndpointSpec, DesiredEndpoint, E
                     "false, so it stays stopped until the spec changes",
                 )
             return Readiness(False, "Stopped", "the endpoint is stopped, as the spec says")
-        if observed.autoscaling is not None and observed.autoscaling.model_dump() != spec.autoscaling():
+        scaling = observed.autoscaling is not None and observed.autoscaling.model_dump() != spec.autoscaling()
+        if scaling and not spec.observing:
             return Readiness(False, "Scaling", "autoscaling is moving to the spec's bounds", progressing=True)
         return Readiness(True, "Available", f"{observed.name} serves {observed.model}")
 

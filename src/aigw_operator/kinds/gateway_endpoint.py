@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field
 
@@ -30,7 +30,7 @@ from aigw_operator.base.api import (
 from aigw_operator.engine.contract import Adapter, Event, KubeView, Readiness, ReplaceInstead
 from aigw_operator.engine.listings import Listings
 from aigw_operator.engine.resource import unix_time
-from aigw_operator.upstreams.baseten import BasetenClient, Endpoint, Target
+from aigw_operator.upstreams.baseten import BasetenClient, Endpoint, Secret, Target
 from aigw_operator.upstreams.http import InvalidSpec, NotFound, credential_fingerprint
 
 Provider = Literal["BASETEN", "ANTHROPIC", "OPENAI"]
@@ -269,6 +269,15 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
                 if record is not None:
                     desired.secrets.append(record)
                 continue
+            if view.observing:
+                # Read only: the Baseten secret is looked up by its name, never written (and, not
+                # kept in sync from here, not listed in the status as one the operator keeps).
+                if record is not None:
+                    desired.secret_ids[index] = record["id"]
+                    desired.secrets.append(record)
+                elif (listed := await self._listed(api_key, name)) is not None:
+                    desired.secret_ids[index] = listed.id
+                continue
             value = await view.read_secret(target.secret_ref)
             if record is None or record.get("secretVersion") != value.version or not await self._exists(api_key, name):
                 stored = await self.client.upsert_secret(api_key, name, value.value)
@@ -286,11 +295,14 @@ class GatewayEndpointAdapter(Adapter[GatewayEndpointSpec, DesiredGatewayEndpoint
         return desired
 
     async def _exists(self, api_key: str, name: str) -> bool:
+        return await self._listed(api_key, name) is not None
+
+    async def _listed(self, api_key: str, name: str) -> Secret | None:
         async def load() -> dict[str, Any]:
             return {s.name: s for s in await self.client.list_secrets(api_key)}
 
         listing = await self._secrets.get((credential_fingerprint(api_key),), load, max_age=SECRETS_LISTING_MAX_AGE)
-        return name in listing
+        return cast(Secret | None, listing.get(name))
 
     async def _release_secrets(self, api_key: str, spec: DesiredGatewayEndpoint, records: list[dict[str, Any]]) -> None:
         """Delete the Baseten secrets no endpoint refers to any more (ours or anyone else's)."""
