@@ -22,6 +22,10 @@ from aigw_testbed.simulators.together import TogetherSimulator
 from tests.conftest import API_KEY, NGROK_KEY, REGISTRY_KEY, TOGETHER_KEY
 from tests.operator import test_dedicated_endpoint, test_gateway_endpoint, test_model, test_provider
 from tests.operator.conftest import KubeEnv, OperatorRunner
+from tests.operator.test_adoption import KINDS as ADOPTION_KINDS
+from tests.operator.test_adoption import Kind as AdoptionKind
+from tests.operator.test_adoption import orphaned_object, writes
+from tests.operator.test_management_policy import _observer_annotations, _observer_spec
 
 REQUESTED = "aigw.dev/reconcile-requested-at"
 RESYNC = {"aigw.dev/resync-seconds": "1"}
@@ -432,3 +436,36 @@ async def test_a_rotated_api_key_is_written_to_the_secret_at_the_next_resync(
     assert emulator.requests_count(frozenset({"update"}), "secrets") == 1, emulator.counters()
     # (The create counted is the test's own put_secret, which then patches.)
     assert emulator.requests_count(frozenset({"delete"}), "secrets") == 0, emulator.counters()
+
+
+@pytest.mark.parametrize("kind", ADOPTION_KINDS, ids=lambda k: k.kind)
+async def test_observe_only_writes_the_details_of_the_object_it_observes_and_nothing_upstream(
+    kind: AdoptionKind,
+    kube_env: KubeEnv,
+    simulators: dict[str, SimulatorServer],
+    operator: OperatorRunner,
+    credentials: str,
+) -> None:
+    """The connection details are a Kubernetes object: ObserveOnly writes them too (the upstream
+    object is only read), with the observed object's id."""
+    sim = simulators[kind.sim]
+    foreign = await orphaned_object(kube_env, kind)
+    sim.reset_counts()
+    spec = {**_observer_spec(kind, kube_env), "writeConnectionDetailsTo": {"configMap": "observed"}}
+    response = await kube_env.kube.create(
+        kind.kind, kind.plural, "observer", spec, annotations=_observer_annotations(kind, foreign)
+    )
+    assert response.status_code == 201, response.text
+    obj = await kube_env.kube.wait_condition(kind.plural, "observer", "Ready", "True", timeout=20)
+
+    # Its id (ENDPOINT_ID, MODEL_ID), or for a Provider the providerId its model strings use.
+    identity = obj["status"]["providerId"] if kind.kind == "Provider" else foreign
+    assert obj["status"]["id"] == foreign
+
+    async def written() -> bool:
+        return identity in _data(await _get(kube_env, "configmaps", "observed"), "configmaps").values()
+
+    await _until(written, "the observed object's identity in the ConfigMap")
+    found = await _get(kube_env, "configmaps", "observed")
+    assert found is not None and found["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert writes(sim) == [], "ObserveOnly writes nothing upstream"
