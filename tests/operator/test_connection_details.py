@@ -231,7 +231,6 @@ async def test_the_details_hold_the_documented_keys_in_an_object_the_resource_ow
             "name": "app",
             "uid": obj["metadata"]["uid"],
             "controller": True,
-            "blockOwnerDeletion": True,
         }
     ]
     assert found["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "aigw-operator"

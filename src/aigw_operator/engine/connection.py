@@ -216,7 +216,9 @@ def _owner_reference(resource: Resource) -> dict[str, Any]:
         "name": ref.name,
         "uid": ref.uid,
         "controller": True,
-        "blockOwnerDeletion": True,
+        # No blockOwnerDeletion: it would only make a foreground deletion of the resource wait
+        # for this object, which nothing needs, and where OwnerReferencesPermissionEnforcement
+        # is on (OpenShift) setting it needs update on every kind's finalizers subresource.
     }
 
 
