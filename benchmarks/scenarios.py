@@ -310,3 +310,13 @@ async def measure_idle(harness: Harness, process: Process, kind: KindSpec, names
         k8s_writes=delta.operator_writes(namespace),
         rss_mb=delta.after.proc.rss_mb,
     )
+
+
+async def measure_steady(
+    harness: Harness, process: Process, kind: KindSpec, n: int, namespace: str, interval: float, window: float
+) -> Resyncs:
+    """A process started with AIGW_RESYNC_INTERVAL = ``interval`` and every object verified once:
+    its resyncs from then on, counted over ``window`` (no annotation written, nothing woken)."""
+    result = Resyncs(n, interval)
+    await _window(harness, process, [(kind, result)], namespace, window)
+    return result
