@@ -490,7 +490,7 @@ def kind_table(run: KindRun) -> Table:
             Row(
                 "upstream calls per resync interval, ours / baseline",
                 num(oi, 1),
-                num(bi, 1),
+                num(bi, 1) if brs else "-",
                 ratio=f"1/{1 / rr:,.0f}" if rr else "-",
                 target=f"<= 1/{1 / MAX_CALLS_VS_BASELINE:g}" if at_calls else "-",
                 ok=(rr is not None and rr <= MAX_CALLS_VS_BASELINE) if at_calls else None,
