@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from aigw_operator.base.settings import LeaderElectionSettings
 from aigw_testbed.kubectl import condition
 from aigw_testbed.simulators.base import SimulatorServer
 from aigw_testbed.simulators.baseten import BasetenSimulator
+from tests import scrape
 from tests.operator import test_dedicated_endpoint, test_gateway_endpoint, test_model, test_provider
-from tests.operator.conftest import KubeEnv, OperatorRunner
+from tests.operator.conftest import KubeEnv, OperatorRunner, make_settings, release_resources
 
 # The upstream calls a routine resync of a converged object may make: list calls only.
 LIST_ROUTES = {
@@ -218,3 +220,81 @@ async def test_drift_seen_in_the_listing_is_confirmed_and_corrected(
     assert baseten.count("GET", "/v1/gateway/endpoints/{id}") == 0
     assert baseten.count("PATCH") == 1
     assert endpoint["targets"][0]["model_id"] == "3kZ9xqd"
+
+
+@pytest.mark.parametrize("handover", ["restart", "fail-over"])
+async def test_a_restart_with_converged_objects_lists_once_and_writes_nothing(
+    handover: str, kube_env: KubeEnv, baseten: BasetenSimulator, credentials: str
+) -> None:
+    """The restart scenario of benchmarks/ at small N: with N Ready objects, the operator stops
+    and starts again (or hands over to a standby). Every object is verified against the upstream
+    (reconciled once by the new process, as its reconcile counter shows), at the cost of the
+    shared listing alone: at most ceil(N / page) list calls and a small constant, no GET per
+    object, no upstream write, and not one Kubernetes write (the Lease apart)."""
+    if kube_env.emulator is None:
+        pytest.fail("counts API-server writes: needs the emulator's counters")
+    count, resync = 30, 4.0
+    overrides: dict[str, Any] = {"resync_interval": resync}  # converged objects: first seen within 4 s
+
+    def runner(identity: str) -> OperatorRunner:
+        if handover == "restart":
+            return OperatorRunner(make_settings(kube_env, baseten.url, **overrides))
+        election = LeaderElectionSettings(
+            enabled=True,
+            lease_name="economy",
+            lease_namespace=kube_env.kube.namespace,
+            identity=identity,
+            lease_duration=3.0,
+            renew_deadline=2.0,
+            retry_period=0.5,
+        )
+        return OperatorRunner(make_settings(kube_env, baseten.url, leader_election=election, **overrides))
+
+    first, second = runner("first"), runner("second")
+    await first.start()
+    try:
+        if handover == "fail-over":
+            await second.start(wait_ready=False)
+        await asyncio.gather(
+            *(
+                kube_env.kube.create(
+                    "GatewayEndpoint", "gatewayendpoints", f"r{i}", test_gateway_endpoint.spec(slug=f"my-org/r{i}")
+                )
+                for i in range(count)
+            )
+        )
+        for i in range(count):
+            await kube_env.kube.wait_condition("gatewayendpoints", f"r{i}", "Ready", "True")
+        await _settled()
+        await first.stop()
+        writes = _writes(kube_env) - kube_env.emulator.writes("leases")
+        baseten.reset_counts()
+        reconciled = scrape.total(
+            await scrape.scrape(), "controller_runtime_reconcile_total", controller="gatewayendpoint"
+        )
+        if handover == "restart":
+            await second.start()
+        deadline = asyncio.get_running_loop().time() + resync + 10
+        while True:
+            samples = await scrape.scrape()
+            done = (
+                scrape.total(samples, "controller_runtime_reconcile_total", controller="gatewayendpoint") - reconciled
+            )
+            if done >= count:
+                break
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"{done} of {count} objects reconciled after the {handover}"
+            )
+            await asyncio.sleep(0.1)
+        await _settled()
+        calls = [(r.method, r.route) for r in baseten.requests]
+        lists = calls.count(("GET", LIST_ROUTES["gatewayendpoints"]))
+        assert len(calls) == lists, calls  # the listing only: no GET by id, no write
+        # ceil(N / 1000) listings, one more where the first grew older than 0.9 x the interval
+        # while the start-up spread ran, and a small constant.
+        assert 1 <= lists <= math.ceil(count / 1000) + 2, calls
+        assert _writes(kube_env) - kube_env.emulator.writes("leases") == writes, kube_env.emulator.counters()
+        await release_resources(kube_env.kube)
+    finally:
+        await first.stop()
+        await second.stop()
