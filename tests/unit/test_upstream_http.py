@@ -625,3 +625,40 @@ def test_install_is_idempotent(record_factory: None) -> None:
     finally:
         logging.getLogger().removeHandler(handler)
     assert redaction.MIN_SUBSTRING_LENGTH == 8
+
+
+# ---------------------------------------------------------------------------- proxies
+
+
+async def test_the_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP(S)_PROXY and NO_PROXY are honoured as httpx would, though read once per transport."""
+    from aigw_operator.base.transport import AiohttpTransport
+
+    requested: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        requested.append(str(request.url))
+        return web.json_response({"via": "proxy"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        proxy_url = f"http://127.0.0.1:{server.port}"
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("NO_PROXY", "internal.test,.corp.test")
+        for variable in ("http_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(variable, raising=False)
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            response = await client.get("http://api.upstream.test/v1/things")
+            assert response.json() == {"via": "proxy"}
+            assert requested == ["http://api.upstream.test/v1/things"], "sent to the proxy, for the upstream's URL"
+            with pytest.raises(httpx.ConnectError):
+                # Bypassed: sent directly, and nothing answers for that name here.
+                await client.get("http://models.corp.test/v1/things", timeout=2)
+            assert len(requested) == 1
+    finally:
+        await server.close()

@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     )
     resync_interval: float = Field(default=300.0, gt=0, description="Seconds between drift checks.")
     resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Fraction of random spread.")
+    restart_spread: float = Field(
+        default=30.0,
+        ge=0,
+        description="After a start, the first look at objects already converged is spread over this many "
+        "seconds (at most the resync interval): a restart with thousands of them is verified within it "
+        "without one burst of reconciles.",
+    )
     full_observe_interval: float = Field(
         default=3600.0,
         gt=0,

@@ -382,7 +382,7 @@ class Controller:
         )
         if not converged:
             return 0.0
-        return random.uniform(0, min(self.settings.resync_interval, 60.0))
+        return random.uniform(0, min(self.settings.resync_interval, self.settings.restart_spread))
 
     async def finalize(self, reconciler: Reconciler[Any, Any, Any], body: Mapping[str, Any]) -> float | None:
         """Seconds until deletion is tried again (None: done, the finalizer may go)."""
