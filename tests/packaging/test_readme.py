@@ -37,15 +37,19 @@ def ci_steps() -> list[tuple[str, str, str]]:
     return steps
 
 
-def test_ci_runs_both_readme_commands_verbatim() -> None:
-    try_it, run_tests = readme_block("Try it"), readme_block("Run the tests")
-    assert "aigw-testbed demo" in try_it and "pytest" in run_tests
+def test_ci_runs_every_readme_command_verbatim() -> None:
+    try_it, run_tests, benchmarks = readme_block("Try it"), readme_block("Run the tests"), readme_block("Benchmarks")
+    assert "aigw-testbed demo" in try_it and "pytest" in run_tests and "benchmarks.run" in benchmarks
     steps = ci_steps()
-    assert [(name, command) for name, _, command in steps] == [("Try it", try_it), ("Run the tests", run_tests)]
+    assert [(name, command) for name, _, command in steps] == [
+        ("Try it", try_it),
+        ("Run the tests", run_tests),
+        ("Benchmarks", benchmarks),
+    ]
     # The demo's `python3 -m venv .venv` must make a virtualenv of its own, not reuse the checkout's
     # (where the dev extra would hide a dependency missing from the testbed's); the tests run in the checkout.
-    (_, demo_dir, _), (_, tests_dir, _) = steps
-    assert Path(tests_dir) == REPO
+    (_, demo_dir, _), (_, tests_dir, _), (_, benchmarks_dir, _) = steps
+    assert Path(tests_dir) == REPO and Path(benchmarks_dir) == REPO
     assert not Path(demo_dir).is_relative_to(REPO)
 
 
@@ -151,7 +155,7 @@ def test_each_distribution_declares_every_third_party_import() -> None:
 def test_both_readme_commands_install_the_testbed_beside_the_operator() -> None:
     """The demo and the suite need both distributions; the operator's extras cannot name the testbed
     (it is on no index, and a name resolved from an index could be anyone's)."""
-    for heading in ("Try it", "Run the tests"):
+    for heading in ("Try it", "Run the tests", "Benchmarks"):
         assert "-e ./testbed" in readme_block(heading), heading
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert not any("testbed" in requirement for requirements in extras.values() for requirement in requirements)
