@@ -93,10 +93,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 def _bypassed(host: str, no_proxy: str) -> bool:
     """NO_PROXY as curl and httpx read it: ``*``, or hosts and domain suffixes, comma-separated."""
     host = host.lower().rstrip(".")
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        if entry == "*":
+    for raw in (e.strip().lower() for e in no_proxy.split(",")):
+        if raw == "*":
             return True
-        entry = entry.lstrip(".").split(":")[0]
+        entry = raw.lstrip(".").split(":")[0]
         if entry and (host == entry or host.endswith("." + entry)):
             return True
     return False
