@@ -183,3 +183,54 @@ async def test_a_leader_that_cannot_renew_stops_writing_before_the_lease_expires
         f"two replicas idle: {_takeovers.get('renewals per second', float('nan')):.1f} Lease renewals/s, "
         "0 other writes",
     )
+
+
+async def test_a_release_while_a_renewal_is_in_flight_still_frees_the_lease(kube_env: KubeEnv) -> None:
+    """SIGTERM can arrive while a renewal is on the wire: the release must not be sent on the
+    resourceVersion from before it (refused with 409, the Lease left to expire, so the next
+    leader waits out the lease duration instead of taking it at once)."""
+    from aigw_operator.kube.client import Connection, KubeClient
+    from aigw_operator.runtime.leader import LeaderElector
+
+    client = KubeClient(Connection(server=kube_env.url))
+    renewing, proceed = asyncio.Event(), asyncio.Event()
+
+    class SlowRenewals:
+        """The real API, with the answer to a renewal of the held Lease held back until told."""
+
+        async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+            return await client.get_lease(namespace, name)
+
+        async def create_lease(self, namespace: str, name: str, spec: Any) -> dict[str, Any] | None:
+            return await client.create_lease(namespace, name, spec)
+
+        async def replace_lease(self, namespace: str, name: str, spec: Any, version: str) -> dict[str, Any] | None:
+            written = await client.replace_lease(namespace, name, spec, version)
+            if spec.get("holderIdentity") == "leader" and elector.leading and not proceed.is_set():
+                # Written, its answer not back yet: this process still knows the old version.
+                renewing.set()
+                await proceed.wait()
+            return written
+
+    settings = LeaderElectionSettings(
+        enabled=True,
+        lease_name=LEASE,
+        lease_namespace=kube_env.kube.namespace,
+        identity="leader",
+        lease_duration=DURATION,
+        renew_deadline=RENEW,
+        retry_period=0.05,
+    )
+    elector = LeaderElector(SlowRenewals(), settings)
+    try:
+        assert await elector.acquire(lambda: False)
+        keeping = asyncio.create_task(elector.keep(lambda: None))
+        await asyncio.wait_for(renewing.wait(), 5)
+        releasing = asyncio.create_task(elector.release())
+        await asyncio.sleep(0.1)  # the release is asked for while the renewal is still out
+        proceed.set()
+        await asyncio.wait_for(releasing, 5)
+        await asyncio.wait_for(keeping, 5)
+        assert await _holder(kube_env) == "", "released, not left to expire"
+    finally:
+        await client.aclose()

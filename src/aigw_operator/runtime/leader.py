@@ -66,6 +66,10 @@ class LeaderElector:
         self._version = ""
         # Monotonic time of the last successful read or write of the Lease (for liveness).
         self.contact_at = time.monotonic()
+        # A renewal and the release never overlap: a release sent while a renewal is in flight
+        # carries the resourceVersion from before it, is refused (409), and the Lease is left to
+        # expire, so the next leader would wait out the lease duration instead of taking it at once.
+        self._writing = asyncio.Lock()
 
     async def acquire(self, stopping: Callable[[], bool]) -> bool:
         """Wait until this process holds the Lease (True), or ``stopping()`` (False)."""
@@ -81,9 +85,11 @@ class LeaderElector:
         """Renew until a renewal has failed for ``renew_deadline``; then call ``lost`` and return."""
         while self.leading:
             await self._pause()
-            if not self.leading:
-                return  # released meanwhile: a renewal now would take the freed Lease back
-            if await self._try():
+            async with self._writing:
+                if not self.leading:
+                    return  # released meanwhile: a renewal now would take the freed Lease back
+                renewed = await self._try()
+            if renewed:
                 continue
             if time.monotonic() - self._renewed_at >= self.settings.renew_deadline:
                 self._became(False)
@@ -92,18 +98,22 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the Lease up, so that a standby need not wait for it to expire."""
-        if not self.leading:
-            return
-        self._became(False)
-        spec = {
-            "holderIdentity": "",
-            "leaseDurationSeconds": 1,
-            "renewTime": _micro_time(),
-        }
-        try:
-            await self.client.replace_lease(self.namespace, self.name, spec, self._version)
-        except Exception as exc:  # it expires by itself
-            logger.warning("could not release Lease %s/%s: %s", self.namespace, self.name, redact(str(exc)))
+        async with self._writing:
+            if not self.leading:
+                return
+            self._became(False)
+            spec = {
+                "holderIdentity": "",
+                "leaseDurationSeconds": 1,
+                "renewTime": _micro_time(),
+            }
+            try:
+                released = await self.client.replace_lease(self.namespace, self.name, spec, self._version)
+            except Exception as exc:  # it expires by itself
+                logger.warning("could not release Lease %s/%s: %s", self.namespace, self.name, redact(str(exc)))
+                return
+            if released is None:
+                logger.warning("could not release Lease %s/%s: it changed meanwhile", self.namespace, self.name)
 
     async def _try(self) -> bool:
         """One attempt to take or renew the Lease; True if this process holds it now."""
