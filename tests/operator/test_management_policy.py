@@ -16,17 +16,14 @@ import pytest
 from aigw_testbed.kubectl import condition
 from aigw_testbed.simulators.base import SimulatorServer
 from aigw_testbed.simulators.baseten import BasetenSimulator
+from tests.operator import test_economy as economy
 from tests.operator import test_gateway_endpoint
 from tests.operator.conftest import KubeEnv, OperatorRunner
 from tests.operator.test_adoption import EXTERNAL_ID, KINDS, Kind, orphaned_object, writes
 
-# One spec change per kind that the upstream takes in place.
-CHANGES: dict[str, tuple[dict[str, Any], str]] = {
-    "GatewayEndpoint": ({"targets": [{"provider": "BASETEN", "modelId": "7mP2wqe"}]}, "targets"),
-    "Provider": ({"name": "vLLM cluster"}, "name"),
-    "Model": ({"summary": "changed summary"}, "summary"),
-    "DedicatedEndpoint": ({"autoscaling": {"minReplicas": 2, "maxReplicas": 3}}, "autoscaling"),
-}
+# The spec change per kind that test_economy makes (one the upstream takes in place), and the one
+# field it changes, which a drift report must name.
+CHANGES: dict[str, tuple[dict[str, Any], str]] = {k.kind: (k.change, next(iter(k.change))) for k in economy.KINDS}
 OBSERVE_ONLY = {"managementPolicy": "ObserveOnly"}
 LATER = "2030-01-01T00:00:00Z"
 

@@ -15,7 +15,7 @@ from typing import Generic
 
 import pydantic
 
-from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, PAUSED_ANNOTATION
+from aigw_operator.base.api import PAUSED_ANNOTATION
 from aigw_operator.base.redaction import redact
 from aigw_operator.engine.context import Context, orphans, paused
 from aigw_operator.engine.contract import DesiredT, ObservedT, SpecT
@@ -76,7 +76,7 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
             message = "the spec is unreadable, so the upstream object cannot be addressed; it is left in place"
             await post(resource, state, "Warning", "Orphaned", message)
             return Outcome(None)
-        upstream_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
+        upstream_id = resource.known_id
         try:
             api_key = await context.api_key(resource, spec.credentials_secret_ref)
             desired = await self.adapter.desire(api_key, spec, context.view(resource, deleting=True))
@@ -99,18 +99,18 @@ class Deleter(Generic[SpecT, DesiredT, ObservedT]):
                     context.release(resource)
                     return Outcome(None)
                 upstream_id = self.adapter.upstream_id(found) if found is not None else None
-            if upstream_id and context.claim(resource, str(upstream_id)):
+            if upstream_id and context.claim(resource, upstream_id):
                 upstream_id = None  # another resource manages it: never delete it from here
             if upstream_id:
                 try:
-                    extra = await self.adapter.delete(api_key, desired, str(upstream_id))
+                    extra = await self.adapter.delete(api_key, desired, upstream_id)
                 except NotFound:
                     await post(resource, state, "Normal", "AlreadyDeleted", f"upstream object {upstream_id} was gone")
                 else:
                     for event in extra:
                         await post(resource, state, *event)
                     await post(resource, state, "Normal", "Deleted", f"deleted upstream object {upstream_id}")
-                self.shortcut.drop(api_key, desired, str(upstream_id))
+                self.shortcut.drop(api_key, desired, upstream_id)
             await self.adapter.release(api_key, desired)
             context.release(resource)
             return Outcome(None)

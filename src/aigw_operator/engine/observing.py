@@ -52,10 +52,10 @@ class Observer(Generic[DesiredT, ObservedT]):
     ) -> ObservedT:
         """The object this resource observes; reports and halts when there is none."""
         context = self.context
-        known = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
+        known = resource.known_id
         if known:
             try:
-                observed = listed if listed is not None else await self.adapter.get(api_key, desired, str(known))
+                observed = listed if listed is not None else await self.adapter.get(api_key, desired, known)
             except NotFound:
                 await self._missing(resource, state, report, f"{self.adapter.upstream} object {known} does not exist")
         else:

@@ -271,11 +271,11 @@ class Reconciler(Generic[SpecT, DesiredT, ObservedT]):
         listed: ObservedT | None = None,
     ) -> tuple[ObservedT | None, bool]:
         """The upstream object and whether a previously known one has disappeared."""
-        known_id = resource.status.get("id") or resource.annotations.get(EXTERNAL_ID_ANNOTATION)
+        known_id = resource.known_id
         gone = False
         if known_id:
             try:
-                observed = listed if listed is not None else await self.adapter.get(api_key, desired, str(known_id))
+                observed = listed if listed is not None else await self.adapter.get(api_key, desired, known_id)
                 state.observed_at = time.monotonic()
                 if resource.status.get("adopted") or not resource.status.get("id"):
                     # Named by the user, not created here: deleted only with deletionPolicy: Delete.

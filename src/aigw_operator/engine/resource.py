@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aigw_operator.base.api import KindInfo
+from aigw_operator.base.api import EXTERNAL_ID_ANNOTATION, KindInfo
 from aigw_operator.kube.client import CorePlural, ObjectRef
 
 
@@ -62,6 +62,13 @@ class Resource:
             created=unix_time(meta.get("creationTimestamp")),
             version=str(meta.get("resourceVersion") or ""),
         )
+
+    @property
+    def known_id(self) -> str | None:
+        """The upstream object this resource names: the id its status records, else the one
+        aigw.dev/external-id gives (a rebuild from Git, a restore without status, an adoption)."""
+        known = self.status.get("id") or self.annotations.get(EXTERNAL_ID_ANNOTATION)
+        return str(known) if known else None
 
 
 @dataclass
